@@ -1,0 +1,297 @@
+"""Typed sections of params.yaml, validated once at the boundary.
+
+One frozen dataclass per concern; the string under each field documents it. `parse_params`
+turns the parsed YAML mapping into `Params` or raises `ConfigError` naming the key, the value
+and what is allowed. The library never reads params.yaml itself: stages pass the mapping in.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.config_schema import build_section, require
+
+# The 15 "common" corruptions of Hendrycks & Dietterich (2019), as named by imagecorruptions;
+# listed here so validating params does not import that (slow) package. A test keeps them equal.
+COMMON_CORRUPTIONS = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
+    "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
+    "elastic_transform", "pixelate", "jpeg_compression",
+)  # fmt: skip
+EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+
+
+def _registered(kind: str) -> list[str]:
+    # Imported lazily: the registries live beside the code they construct.
+    if kind == "dataset":
+        from pipeline.data import DATASETS as registry
+    elif kind == "encoder":
+        from pipeline.models import ENCODERS as registry
+    elif kind == "augmentation":
+        from pipeline.augment import AUGMENTATIONS as registry
+    else:
+        from pipeline.optim import OPTIMIZERS as registry
+    return registry.names()
+
+
+def _require_registered(kind: str, key: str, name: str) -> None:
+    names = _registered(kind)
+    require(name in names, key, name, f"a registered {kind}: {', '.join(names)}")
+
+
+def _require_fraction(key: str, value: float) -> None:
+    require(0.0 < value <= 1.0, key, value, "a fraction in (0, 1]")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = 0
+    """Fixes data order, subsets, augmentation and initialisation (same seed, same CPU metrics)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto = CUDA when present, else CPU."""
+    compile: bool = False
+    """torch.compile the model (CUDA only; ignored on CPU)."""
+    threads: int = 0
+    """CPU threads for torch; 0 keeps torch's default (all cores)."""
+
+    def validate(self, at: str) -> None:
+        require(self.threads >= 0, f"{at}.threads", self.threads, "an integer >= 0")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "fashion_mnist"
+    """A registered dataset: fashion_mnist, cifar10, cifar100, imagenet, imagefolder."""
+    root: str | None = None
+    """Where the raw files are; null = the dataset's default (Fashion-MNIST: Debian's package)."""
+    download: bool = False
+    """Let torchvision download a missing dataset (needs internet; never in tests)."""
+    image_size: int | None = None
+    """Stored (and input) image size; null = native size. Required for imagefolder/imagenet."""
+    val_fraction: float = 0.1
+    """Share of the train split held out, stratified, for model selection."""
+    train_fraction: float = 1.0
+    """Share of the (post-val) train split the main training stages use (a nested subset)."""
+
+    def validate(self, at: str) -> None:
+        _require_registered("dataset", f"{at}.dataset", self.dataset)
+        if self.root is not None:
+            require(Path(self.root).exists(), f"{at}.root", self.root, "an existing directory")
+        if self.image_size is not None:
+            require(self.image_size >= 8, f"{at}.image_size", self.image_size, "an integer >= 8 or null")
+        require(0.0 < self.val_fraction < 1.0, f"{at}.val_fraction", self.val_fraction, "a fraction in (0, 1)")
+        _require_fraction(f"{at}.train_fraction", self.train_fraction)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    encoder: str = "small_resnet"
+    """A registered encoder: small_resnet (CPU default), resnet18 ... resnet152, resnet200."""
+    width: int = 32
+    """small_resnet only: channels of the first stage (doubles per stage)."""
+    depth: int = 3
+    """small_resnet only: number of stages."""
+    blocks: int = 1
+    """small_resnet only: residual blocks per stage."""
+    head: Literal["mlp", "linear"] = "mlp"
+    """Projection head: MLP (hidden = encoder width, the CIFAR runs) or linear (ImageNet runs)."""
+    feat_dim: int = 128
+    """Projection output size (the paper uses 128)."""
+
+    def validate(self, at: str) -> None:
+        _require_registered("encoder", f"{at}.encoder", self.encoder)
+        for name in ("width", "depth", "blocks", "feat_dim"):
+            value = getattr(self, name)
+            require(value >= 1, f"{at}.{name}", value, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    policy: str = "simaugment"
+    """simaugment, autoaugment, randaugment, stacked_randaugment, basic or none."""
+    strength: float = 0.5
+    """Colour-jitter strength s of SimAugment (brightness/contrast/saturation 0.8s, hue 0.2s)."""
+    crop_scale: tuple[float, ...] = (0.2, 1.0)
+    """Random-resized-crop area range (min, max), fractions of the image."""
+    blur: bool = False
+    """Gaussian blur in SimAugment (the paper uses it for large images only)."""
+    randaugment_n: int = 2
+    """RandAugment: operations per image."""
+    randaugment_m: int = 9
+    """RandAugment: magnitude (0-30 scale)."""
+
+    def validate(self, at: str) -> None:
+        _require_registered("augmentation", f"{at}.policy", self.policy)
+        require(0.0 <= self.strength <= 2.0, f"{at}.strength", self.strength, "a number in [0, 2]")
+        low_high = self.crop_scale
+        ok = len(low_high) == 2 and 0.0 < low_high[0] <= low_high[1] <= 1.0
+        require(ok, f"{at}.crop_scale", list(low_high), "[min, max] with 0 < min <= max <= 1")
+        require(self.randaugment_n >= 1, f"{at}.randaugment_n", self.randaugment_n, "an integer >= 1")
+        require(0 <= self.randaugment_m <= 30, f"{at}.randaugment_m", self.randaugment_m, "an integer in [0, 30]")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = "sgd"
+    """A registered optimizer: sgd, lars, rmsprop, adamw."""
+    lr: float = 0.1
+    """Base learning rate (per 256 images when scale_lr is true)."""
+    scale_lr: bool = False
+    """Use lr * batch_size / 256 (the paper's linear scaling rule)."""
+    momentum: float = 0.9
+    """Momentum for sgd, lars and rmsprop."""
+    nesterov: bool = False
+    """Nesterov momentum (sgd only)."""
+    weight_decay: float = 1e-4
+    """Applied to weights only, never to biases or norm parameters."""
+    warmup_epochs: float = 0.0
+    """Linear warm-up length before the schedule."""
+    schedule: Literal["cosine", "constant", "exponential"] = "cosine"
+    """Decay after warm-up."""
+
+    def validate(self, at: str) -> None:
+        _require_registered("optimizer", f"{at}.name", self.name)
+        require(self.lr > 0, f"{at}.lr", self.lr, "a number > 0")
+        require(0.0 <= self.momentum < 1.0, f"{at}.momentum", self.momentum, "a number in [0, 1)")
+        require(self.weight_decay >= 0, f"{at}.weight_decay", self.weight_decay, "a number >= 0")
+        require(self.warmup_epochs >= 0, f"{at}.warmup_epochs", self.warmup_epochs, "a number >= 0")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """What every training stage shares: budget, batch, augmentation and optimizer."""
+
+    epochs: int = 10
+    """Passes over the training split."""
+    batch_size: int = 256
+    """Images per step (before views); per process under torchrun."""
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+    """Train-time augmentation policy."""
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    """Optimizer and learning-rate schedule."""
+
+    def validate(self, at: str) -> None:
+        require(self.epochs >= 1, f"{at}.epochs", self.epochs, "an integer >= 1")
+        require(self.batch_size >= 2, f"{at}.batch_size", self.batch_size, "an integer >= 2")
+
+
+@dataclass(frozen=True)
+class SupConConfig(TrainingConfig):
+    method: Literal["supcon", "simclr"] = "supcon"
+    """supcon uses labels (many positives); simclr ignores them (only the other views)."""
+    variant: Literal["out", "in"] = "out"
+    """L_out (Eq. 2, the paper's choice) or L_in (Eq. 3)."""
+    temperature: float = 0.1
+    """Softmax temperature; 0.1 was best in the paper."""
+    base_temperature: float | None = None
+    """The loss is scaled by temperature / base_temperature; null = temperature (factor 1)."""
+    views: int = 2
+    """Augmented views per image."""
+    knn_every: int = 1
+    """Run the kNN monitor on the val split every this many epochs (0 = never)."""
+    knn_k: int = 20
+    """Neighbours for the kNN monitor."""
+
+    def validate(self, at: str) -> None:
+        super().validate(at)
+        require(self.temperature > 0, f"{at}.temperature", self.temperature, "a number > 0")
+        if self.base_temperature is not None:
+            require(self.base_temperature > 0, f"{at}.base_temperature", self.base_temperature, "a number > 0 or null")
+        require(self.views >= 1, f"{at}.views", self.views, "an integer >= 1")
+        require(self.knn_every >= 0, f"{at}.knn_every", self.knn_every, "an integer >= 0")
+        require(self.knn_k >= 1, f"{at}.knn_k", self.knn_k, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class CrossEntropyConfig(TrainingConfig):
+    """The baseline: same encoder, augmentation and epoch budget, trained end to end with CE."""
+
+    label_smoothing: float = 0.0
+    """Label smoothing of the CE loss (0 = plain CE, as in the paper)."""
+
+    def validate(self, at: str) -> None:
+        super().validate(at)
+        require(0.0 <= self.label_smoothing < 1.0, f"{at}.label_smoothing", self.label_smoothing, "a number in [0, 1)")
+
+
+@dataclass(frozen=True)
+class LinearConfig(TrainingConfig):
+    """Linear classifier on the frozen SupCon encoder; policy none computes features once."""
+
+
+@dataclass(frozen=True)
+class RobustnessConfig:
+    corruptions: tuple[str, ...] = COMMON_CORRUPTIONS
+    """Corruptions to score (imagecorruptions names); the mCE averages over these."""
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    """Severity levels, 1 (mild) to 5."""
+    max_images: int | None = None
+    """Corrupt at most this many test images (stratified); null = the whole test split."""
+
+    def validate(self, at: str) -> None:
+        known = COMMON_CORRUPTIONS + EXTRA_CORRUPTIONS
+        require(len(self.corruptions) >= 1, f"{at}.corruptions", list(self.corruptions), "a non-empty list")
+        for i, name in enumerate(self.corruptions):
+            require(name in known, f"{at}.corruptions[{i}]", name, "one of " + ", ".join(known))
+        for i, level in enumerate(self.severities):
+            require(1 <= level <= 5, f"{at}.severities[{i}]", level, "an integer in 1..5")
+        if self.max_images is not None:
+            require(self.max_images >= 1, f"{at}.max_images", self.max_images, "an integer >= 1 or null")
+
+
+@dataclass(frozen=True)
+class ReducedConfig:
+    fractions: tuple[float, ...] = (0.01, 0.05, 0.1)
+    """Shares of the labelled train split for the reduced-data sweep (nested subsets)."""
+    methods: tuple[Literal["supcon", "ce"], ...] = ("supcon", "ce")
+    """Methods trained at each fraction."""
+
+    def validate(self, at: str) -> None:
+        for i, fraction in enumerate(self.fractions):
+            _require_fraction(f"{at}.fractions[{i}]", fraction)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    num_samples: int = 8
+    """Trials per sweep."""
+    max_concurrent: int = 1
+    """Trials running at once on this machine or cluster."""
+    epochs: int = 2
+    """Pretraining epochs per trial (sweeps are screens, not full runs)."""
+    address: str | None = None
+    """Ray cluster address (e.g. ray://head:10001); null = a local Ray."""
+
+    def validate(self, at: str) -> None:
+        for name in ("num_samples", "max_concurrent", "epochs"):
+            value = getattr(self, name)
+            require(value >= 1, f"{at}.{name}", value, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    experiment: str = "supcon-pipeline"
+    """MLflow experiment name."""
+    uri: str | None = None
+    """Tracking URI; null = sqlite:///<repo>/mlflow.db (MLFLOW_TRACKING_URI overrides both)."""
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole of params.yaml."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    supcon: SupConConfig = field(default_factory=SupConConfig)
+    ce: CrossEntropyConfig = field(default_factory=CrossEntropyConfig)
+    linear: LinearConfig = field(default_factory=LinearConfig)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
+    reduced: ReducedConfig = field(default_factory=ReducedConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def parse_params(raw: Any) -> Params:
+    """Validate a parsed params mapping; raises ConfigError naming the first bad key."""
+    return build_section(Params, raw, "")

@@ -1,0 +1,157 @@
+"""params validation: every rule names the key, the value and what is allowed."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import COMMON_CORRUPTIONS, Params, parse_params
+from pipeline.config_schema import flatten
+from pipeline.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def params_with(**sections) -> dict:
+    return {name: dict(values) for name, values in sections.items()}
+
+
+def assert_rejected(raw: dict, key: str, allowed_fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_params(raw)
+    message = str(caught.value)
+    assert caught.value.key == key, message
+    assert message.startswith(f"{key} = "), message
+    assert allowed_fragment in message, message
+    assert "\n" not in message
+
+
+def test_repository_params_yaml_is_valid():
+    params = parse_params(yaml.safe_load((REPO / "params.yaml").read_text()))
+    assert isinstance(params, Params)
+    assert params.data.dataset == "fashion_mnist"
+
+
+def test_every_preset_validates_on_top_of_params():
+    from stages.preset import merged_params
+
+    presets = sorted((REPO / "configs").glob("*.yaml"))
+    assert presets, "configs/ should hold presets"
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    for preset in presets:
+        merged = merged_params(base, yaml.safe_load(preset.read_text()))
+        # Presets point at datasets that are not on this machine: validate everything else.
+        merged["data"].pop("root", None)
+        parse_params(merged)
+
+
+def test_empty_mapping_gives_defaults():
+    assert parse_params({}) == Params()
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "allowed"),
+    [
+        ({"bogus": {}}, "bogus", "a known key of params"),
+        ({"supcon": {"temprature": 0.1}}, "supcon.temprature", "temperature"),
+        ({"supcon": {"optimizer": {"learning_rate": 1}}}, "supcon.optimizer.learning_rate", "lr"),
+    ],
+)
+def test_unknown_keys_are_rejected(raw, key, allowed):
+    assert_rejected(raw, key, allowed)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "allowed"),
+    [
+        (params_with(supcon={"temperature": "hot"}), "supcon.temperature", "a number"),
+        (params_with(supcon={"epochs": 1.5}), "supcon.epochs", "an integer"),
+        (params_with(supcon={"epochs": True}), "supcon.epochs", "an integer"),
+        (params_with(run={"compile": "yes"}), "run.compile", "true or false"),
+        (params_with(data={"dataset": 3}), "data.dataset", "a string"),
+        (params_with(reduced={"fractions": 0.1}), "reduced.fractions", "a list of"),
+        (params_with(run={"device": "tpu"}), "run.device", "'auto', 'cpu', 'cuda'"),
+        (params_with(model={"head": "deep"}), "model.head", "'mlp', 'linear'"),
+        (params_with(supcon={"variant": "both"}), "supcon.variant", "'out', 'in'"),
+        ({"supcon": [1, 2]}, "supcon", "a mapping"),
+    ],
+)
+def test_wrong_types_are_rejected(raw, key, allowed):
+    assert_rejected(raw, key, allowed)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "allowed"),
+    [
+        (params_with(supcon={"temperature": 0}), "supcon.temperature", "> 0"),
+        (params_with(supcon={"temperature": -0.5}), "supcon.temperature", "> 0"),
+        (params_with(supcon={"base_temperature": 0.0}), "supcon.base_temperature", "> 0"),
+        (params_with(supcon={"batch_size": 1}), "supcon.batch_size", ">= 2"),
+        (params_with(ce={"batch_size": 0}), "ce.batch_size", ">= 2"),
+        (params_with(linear={"batch_size": 1}), "linear.batch_size", ">= 2"),
+        (params_with(supcon={"epochs": 0}), "supcon.epochs", ">= 1"),
+        (params_with(supcon={"views": 0}), "supcon.views", ">= 1"),
+        (params_with(reduced={"fractions": [0.1, 0.0]}), "reduced.fractions[1]", "(0, 1]"),
+        (params_with(reduced={"fractions": [1.5]}), "reduced.fractions[0]", "(0, 1]"),
+        (params_with(data={"train_fraction": 0}), "data.train_fraction", "(0, 1]"),
+        (params_with(data={"val_fraction": 1.0}), "data.val_fraction", "(0, 1)"),
+        (params_with(supcon={"optimizer": {"lr": 0}}), "supcon.optimizer.lr", "> 0"),
+        (params_with(ce={"optimizer": {"momentum": 1.0}}), "ce.optimizer.momentum", "[0, 1)"),
+        (params_with(ce={"optimizer": {"weight_decay": -1}}), "ce.optimizer.weight_decay", ">= 0"),
+        (params_with(supcon={"augmentation": {"crop_scale": [0.9, 0.2]}}), "supcon.augmentation.crop_scale", "min <= max"),
+        (params_with(robustness={"severities": [0]}), "robustness.severities[0]", "1..5"),
+        (params_with(robustness={"corruptions": ["rain"]}), "robustness.corruptions[0]", "gaussian_noise"),
+        (params_with(sweep={"num_samples": 0}), "sweep.num_samples", ">= 1"),
+    ],
+)
+def test_out_of_range_values_are_rejected(raw, key, allowed):
+    assert_rejected(raw, key, allowed)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "registered"),
+    [
+        (params_with(data={"dataset": "mnist2"}), "data.dataset", "fashion_mnist"),
+        (params_with(model={"encoder": "vgg16"}), "model.encoder", "resnet50"),
+        (params_with(supcon={"augmentation": {"policy": "mixup"}}), "supcon.augmentation.policy", "simaugment"),
+        (params_with(linear={"optimizer": {"name": "adam"}}), "linear.optimizer.name", "lars"),
+    ],
+)
+def test_unregistered_names_are_rejected_with_the_registered_ones(raw, key, registered):
+    assert_rejected(raw, key, registered)
+
+
+def test_missing_data_root_is_rejected(tmp_path):
+    missing = tmp_path / "nowhere"
+    assert_rejected(params_with(data={"root": str(missing)}), "data.root", "an existing directory")
+    parse_params(params_with(data={"root": str(tmp_path)}))
+
+
+def test_ints_are_accepted_where_numbers_are_expected():
+    params = parse_params(params_with(supcon={"temperature": 1, "optimizer": {"lr": 2}}))
+    assert params.supcon.temperature == 1.0 and isinstance(params.supcon.temperature, float)
+
+
+def test_corruption_names_match_imagecorruptions():
+    from imagecorruptions import get_corruption_names
+
+    assert tuple(get_corruption_names("common")) == COMMON_CORRUPTIONS
+
+
+def test_flatten_gives_dotted_keys():
+    flat = flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None})
+    assert flat == {"a.b": 1, "a.c.d": [1, 2], "e": None}
+
+
+def test_stage_cli_prints_one_line_and_exits_2(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "params.yaml").write_text("supcon:\n  temperature: -1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.prepare"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "supcon.temperature = -1" in result.stderr
+    assert "Traceback" not in result.stderr
