@@ -1,0 +1,73 @@
+"""Classification metrics: top-k accuracy, kNN accuracy, expected calibration error, confusion matrix.
+
+Top-k, ECE and the confusion matrix come from torchmetrics; the kNN classifier (weighted voting
+over cosine neighbours, Wu et al. 2018, as used to monitor contrastive pretraining) is written
+here because no library offers it on a precomputed feature bank.
+"""
+
+import torch
+import torch.nn.functional as F
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_calibration_error,
+    multiclass_confusion_matrix,
+)
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
+    """Share of rows whose label is among the k largest logits. logits: [N, C], labels: [N]."""
+    num_classes = logits.shape[1]
+    return multiclass_accuracy(logits, labels, num_classes=num_classes, top_k=min(k, num_classes), average="micro").item()
+
+
+def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
+    """ECE with equal-width confidence bins (15, as in the corruption-robustness literature)."""
+    probs = logits.float().softmax(dim=1)
+    return multiclass_calibration_error(probs, labels, num_classes=logits.shape[1], n_bins=bins, norm="l1").item()
+
+
+def confusion_matrix(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[C, C] counts; row = true class, column = predicted class."""
+    return multiclass_confusion_matrix(logits.argmax(1), labels, num_classes=logits.shape[1])
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, prefix: str) -> dict[str, float]:
+    """top1 (and top5 when there are more than 10 classes) and ECE, keyed `<prefix>/<name>`."""
+    metrics = {f"{prefix}/top1": topk_accuracy(logits, labels, 1)}
+    if logits.shape[1] > 10:
+        metrics[f"{prefix}/top5"] = topk_accuracy(logits, labels, 5)
+    metrics[f"{prefix}/ece"] = expected_calibration_error(logits, labels)
+    return metrics
+
+
+@torch.no_grad()
+def knn_predict(
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    queries: torch.Tensor,
+    *,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk: int = 1024,
+) -> torch.Tensor:
+    """Class scores [Q, C] from the k nearest bank features by cosine similarity.
+
+    bank: [N, D], bank_labels: [N], queries: [Q, D] (any scale; normalised here). Each neighbour
+    votes exp(sim / temperature) for its class. Queries go in chunks so memory stays O(chunk * N).
+    """
+    bank = F.normalize(bank.float(), dim=1)
+    queries = F.normalize(queries.float(), dim=1)
+    k = min(k, bank.shape[0])
+    scores = []
+    for start in range(0, queries.shape[0], chunk):
+        sims, idx = (queries[start : start + chunk] @ bank.T).topk(k, dim=1)  # [q, k]
+        votes = F.one_hot(bank_labels[idx], num_classes).float() * (sims / temperature).exp().unsqueeze(-1)
+        scores.append(votes.sum(dim=1))
+    return torch.cat(scores)
+
+
+def knn_top1(bank, bank_labels, queries, query_labels, *, num_classes: int, k: int = 20) -> float:
+    """kNN top-1 accuracy of `queries` against a labelled feature bank."""
+    scores = knn_predict(bank, bank_labels, queries, num_classes=num_classes, k=k)
+    return (scores.argmax(1) == query_labels).float().mean().item()

@@ -1,0 +1,50 @@
+"""Per-channel normalisation and batched inference over uint8 image tensors."""
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from pipeline.batches import sequential_batches
+from pipeline.device import autocast, to_input
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel, for float images in [0, 1]. x: [..., C, H, W]."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(-1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+@torch.no_grad()
+def predict(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    *,
+    preprocess: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    batch_size: int = 512,
+) -> torch.Tensor:
+    """model(preprocess(batch)) over all inputs in order, as float32 on the CPU. inputs: [N, ...]."""
+    was_training = getattr(model, "training", False)
+    if isinstance(model, nn.Module):
+        model.eval()
+    outputs = []
+    for batch in sequential_batches(inputs.shape[0], batch_size):
+        with autocast(device):
+            outputs.append(model(preprocess(to_input(inputs[batch], device))).float().cpu())
+    if isinstance(model, nn.Module):
+        model.train(was_training)
+    return torch.cat(outputs)
+
+
+def eval_preprocess(image_size: int, channels: int, mean: Sequence[float], std: Sequence[float]) -> nn.Module:
+    """uint8 [B, C, H, W] -> normalised float [B, C, S, S] without augmentation (evaluation)."""
+    from pipeline.augment import eval_transform  # augment imports this module's neighbours
+
+    return nn.Sequential(eval_transform(image_size, channels), Normalize(mean, std))
