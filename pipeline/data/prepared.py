@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.data.atomic import atomic_directory
+from pipeline.atomic import atomic_directory
 from pipeline.data.raw import RawDataset
 from pipeline.data.registry import DATASETS
 from pipeline.data.splits import nested_subsets, stratified_split
