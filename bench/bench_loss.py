@@ -42,11 +42,13 @@ CASES = ("ours", "ours_blockwise", "pml", "dense")
 
 
 def dense_supcon_loss(features: torch.Tensor, labels: torch.Tensor | None,
-                      temperature: float) -> torch.Tensor:
+                      temperature: float, base_temperature: float | None = None) -> torch.Tensor:
     """The dense formulation popularised by HobbitLong/SupContrast, written out for comparison.
 
     features: [B, V, D] normalised, labels: [B] or None (SimCLR). Every anchor needs a positive.
-    Builds the [N, N] label mask, self-mask, logits, exp-logits and log-probabilities.
+    Builds the [N, N] label mask, self-mask, logits, exp-logits and log-probabilities. The loss
+    is scaled by temperature / base_temperature (default temperature, so by 1).
+    tests/test_losses.py checks pipeline.losses against it; bench/ times both.
     """
     batch, views, _ = features.shape
     contrast = torch.cat(torch.unbind(features, dim=1), dim=0)  # view-major [V*B, D]
@@ -63,7 +65,7 @@ def dense_supcon_loss(features: torch.Tensor, labels: torch.Tensor | None,
     exp_logits = torch.exp(logits) * logits_mask
     log_prob = logits - torch.log(exp_logits.sum(1, keepdim=True))
     mean_log_prob_pos = (mask * log_prob).sum(1) / mask.sum(1)
-    return -mean_log_prob_pos.mean()
+    return -(temperature / (base_temperature or temperature)) * mean_log_prob_pos.mean()
 
 
 def _loss_fn(case: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bench.bench_loss import dense_supcon_loss
 from pipeline import losses
 from pipeline.losses import SupConLoss, supcon_loss
 
@@ -49,25 +50,6 @@ def reference_masked(features, labels, temperature, variant="out", chunk=1024):
             loss = -(log_prob.masked_fill(~positives, -math.inf).logsumexp(1) - n_pos.log())
         total, count = total + loss[n_pos > 0].sum(), count + int((n_pos > 0).sum())
     return total / count
-
-
-def dense_formulation(features, labels, temperature, base_temperature=None):
-    """The widely copied dense SupCon (HobbitLong/SupContrast style), written out for comparison."""
-    batch, views, _ = features.shape
-    contrast = torch.cat(torch.unbind(features, dim=1), dim=0)  # view-major [V*B, D]
-    if labels is None:
-        mask = torch.eye(batch)
-    else:
-        mask = torch.eq(labels[:, None], labels[None, :]).float()
-    logits = contrast @ contrast.T / temperature
-    logits = logits - logits.max(dim=1, keepdim=True).values.detach()
-    mask = mask.repeat(views, views)
-    logits_mask = torch.scatter(torch.ones_like(mask), 1, torch.arange(batch * views)[:, None], 0)
-    mask = mask * logits_mask
-    exp_logits = torch.exp(logits) * logits_mask
-    log_prob = logits - torch.log(exp_logits.sum(1, keepdim=True))
-    mean_log_prob_pos = (mask * log_prob).sum(1) / mask.sum(1)
-    return -(temperature / (base_temperature or temperature)) * mean_log_prob_pos.mean()
 
 
 def make_batch(batch, views, classes, dim=16, seed=0, dtype=torch.float32):
@@ -189,7 +171,7 @@ def test_matches_dense_formulation(batch, views, classes, base_temperature):
     ours_loss, ours_grad = loss_and_grad(features, labels, temperature=0.1,
                                          base_temperature=base_temperature)
     leaf = features.clone().requires_grad_()
-    dense_loss = dense_formulation(leaf, labels, 0.1, base_temperature)
+    dense_loss = dense_supcon_loss(leaf, labels, 0.1, base_temperature)
     dense_loss.backward()
     torch.testing.assert_close(ours_loss, dense_loss.detach(), rtol=1e-5, atol=0)
     torch.testing.assert_close(ours_grad, leaf.grad, rtol=1e-4, atol=1e-7)
