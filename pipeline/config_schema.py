@@ -77,6 +77,12 @@ def _convert_scalar(hint: Any, value: Any, key: str) -> Any:
     # YAML writes 1 for 1.0; accept ints where floats are expected, never bools as numbers.
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    # PyYAML reads 1.0e6 (no sign after e) as a string; accept it where a number is expected.
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if isinstance(value, bool) and hint in (int, float):
         raise ConfigError(key, value, _describe(hint))
     if not isinstance(value, hint):

@@ -27,12 +27,12 @@ SYNC_EVERY = 10
 
 
 class TrainingDiverged(UserError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite; the last good checkpoint is kept. epoch, step: 1-based."""
 
     def __init__(self, name: str, epoch: int, step: int, steps: int, checkpoint_path: Path | None) -> None:
         kept = f"the last good checkpoint stays at {checkpoint_path}" if checkpoint_path else "no checkpoint was written"
         super().__init__(
-            f"{name}: loss became NaN/inf at epoch {epoch}, step {step + 1} of {steps}; {kept}. "
+            f"{name}: loss became NaN/inf at epoch {epoch}, step {step} of {steps}; {kept}. "
             "Usual causes: learning rate too high, temperature too low, too short a warm-up"
         )
         self.epoch, self.step = epoch, step
@@ -108,19 +108,19 @@ def _train_epoch(spec: FitSpec, epoch: int) -> dict[str, float]:
     first_bad = torch.full((), -1, device=spec.device, dtype=torch.long)
     lr = spec.scheduler.get_last_lr()[0]
     started = time.perf_counter()
-    bar = tqdm(total=steps, desc=f"{spec.name} {epoch + 1}/{spec.epochs}", disable=not dist.is_main_process(), leave=False, dynamic_ncols=True)
     batches = batch_indices(len(spec.inputs), spec.batch_size, seed=spec.seed, epoch=epoch, rank=dist.rank(), world_size=dist.world_size())
-    for step, index in enumerate(batches):
-        loss = _train_step(spec, index)
-        loss_sum += loss
-        # Remember the first bad step without a host sync; it is read every SYNC_EVERY steps.
-        first_bad = torch.where(torch.isfinite(loss) | (first_bad >= 0), first_bad, step)
-        if (step + 1) % SYNC_EVERY == 0 or step + 1 == steps:
-            _check_finite(spec, epoch, int(first_bad.item()), steps)
-            seen = (step + 1) * spec.batch_size * dist.world_size()
-            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - started):.0f}")
-        bar.update(1)
-    bar.close()
+    # A context manager, so an error (divergence, Ctrl-C) clears the bar before its message prints.
+    with tqdm(total=steps, desc=f"{spec.name} {epoch + 1}/{spec.epochs}", disable=not dist.is_main_process(), leave=False, dynamic_ncols=True) as bar:
+        for step, index in enumerate(batches):
+            loss = _train_step(spec, index)
+            loss_sum += loss
+            # Remember the first bad step without a host sync; it is read every SYNC_EVERY steps.
+            first_bad = torch.where(torch.isfinite(loss) | (first_bad >= 0), first_bad, step)
+            if (step + 1) % SYNC_EVERY == 0 or step + 1 == steps:
+                _check_finite(spec, epoch, int(first_bad.item()), steps)
+                seen = (step + 1) * spec.batch_size * dist.world_size()
+                bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - started):.0f}")
+            bar.update(1)
     elapsed = time.perf_counter() - started
     return {
         "train/loss": dist.mean_across_ranks(loss_sum / steps).item(),
@@ -144,7 +144,7 @@ def _train_step(spec: FitSpec, index: torch.Tensor) -> torch.Tensor:
 
 def _check_finite(spec: FitSpec, epoch: int, first_bad: int, steps: int) -> None:
     if first_bad >= 0:
-        raise TrainingDiverged(spec.name, epoch + 1, first_bad, steps, spec.checkpoint_path if epoch > 0 else None)
+        raise TrainingDiverged(spec.name, epoch + 1, first_bad + 1, steps, spec.checkpoint_path if epoch > 0 else None)
 
 
 def total_steps(num_items: int, batch_size: int, epochs: int) -> int:

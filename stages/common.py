@@ -96,7 +96,10 @@ def finish(run: tracking.Run | tracking.NullRun, stage: str, metrics: dict, hist
     metrics = {"mlflow_run_id": run.run_id, **metrics}
     atomic.write_json(paths.metrics_file(stage), metrics)
     atomic.write_text(paths.plot_file(stage), _history_csv(history))
-    run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+    # Curves already have one point per epoch; a summary value logged again (at step 0) would
+    # put the final value in front of the curve, so only the run-level numbers are logged here.
+    curves = {key for row in history for key in row}
+    run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float) and k not in curves})
     run.log_artifact(paths.metrics_file(stage), "metrics")
     figure = figures.training_curves(history, stage)
     run.log_figure(figure, f"curves/{stage}.png")

@@ -132,6 +132,12 @@ def test_ints_are_accepted_where_numbers_are_expected():
     assert params.supcon.temperature == 1.0 and isinstance(params.supcon.temperature, float)
 
 
+def test_yaml_exponent_without_sign_is_a_number():
+    # PyYAML reads 1.0e6 as the string "1.0e6"; users write it that way.
+    raw = yaml.safe_load("supcon:\n  optimizer:\n    lr: 1.0e6\n")
+    assert parse_params(raw).supcon.optimizer.lr == 1e6
+
+
 def test_corruption_names_match_imagecorruptions():
     from imagecorruptions import get_corruption_names
 

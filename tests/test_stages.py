@@ -1,0 +1,324 @@
+"""Stage smoke tests: the real CLIs (`python -m stages.<name>`, `dvc repro`, torchrun) on a tiny config.
+
+One module-scoped project runs the whole pipeline through `dvc repro` once (a width-4 ResNet on
+a 250-image Fashion-MNIST written in the real IDX format); the other tests copy its prepared
+data and run single stages in their own folders: SimCLR, `kill -9` and resume, two processes
+under torchrun, and a diverging config.
+"""
+
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from fixtures_data import write_fashion_mnist
+from stages.preset import merged_params
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+EPOCHS = 6  # SupCon and CE (the same budget); the linear probe trains 2
+TIMING = ("train/images_per_s", "train/epoch_time_s", "train/time_s")
+TRAINING_STAGES = {"pretrain_supcon": "supcon", "train_ce": "ce", "linear_eval": "supcon"}
+
+
+def tiny_params(raw_root: Path, **sections: dict) -> dict:
+    """The project's params.yaml made tiny (seconds per stage); `sections` are merged on top."""
+    tiny = {
+        "run": {"seed": 0, "device": "cpu", "threads": 1},
+        "data": {"root": str(raw_root), "val_fraction": 0.2, "train_fraction": 1.0},
+        "model": {"width": 4, "depth": 2, "blocks": 1, "head": "mlp", "feat_dim": 8},
+        "supcon": {"epochs": EPOCHS, "batch_size": 16, "knn_every": 1, "knn_k": 5,
+                   "optimizer": {"lr": 0.05, "scale_lr": False, "warmup_epochs": 1}},
+        "ce": {"epochs": EPOCHS, "batch_size": 16, "optimizer": {"lr": 0.05, "scale_lr": False}},
+        "linear": {"epochs": 2, "batch_size": 16, "augmentation": {"policy": "none"}, "optimizer": {"lr": 0.5}},
+        "reduced": {"fractions": [0.5]},
+    }  # fmt: skip
+    project = yaml.safe_load((REPO / "params.yaml").read_text())
+    return merged_params(merged_params(project, tiny), sections)
+
+
+def env() -> dict[str, str]:
+    """The stages' environment: this venv first on PATH, one thread, the default MLflow store."""
+    environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    environment.update(
+        PYTHONPATH=str(REPO),
+        OMP_NUM_THREADS="1",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}",
+        DVC_NO_ANALYTICS="1",
+        GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
+        GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com",
+    )  # fmt: skip
+    return environment
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    done = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited {done.returncode}\nstdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}")
+    return done
+
+
+def stage(name: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", f"stages.{name}"], cwd, check=check)
+
+
+def metrics(folder: Path, stage_name: str) -> dict:
+    return json.loads((folder / "metrics" / f"{stage_name}.json").read_text())
+
+
+def mlflow_client(folder: Path):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{folder.resolve()}/mlflow.db")
+
+
+def all_runs(folder: Path) -> list:
+    client = mlflow_client(folder)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments)
+
+
+def without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in history]
+
+
+def workdir(project: dict, name: str, **sections: dict) -> Path:
+    """A fresh folder holding the project's prepared data and a tiny params.yaml."""
+    folder = project["root"] / name
+    shutil.copytree(project["repo"] / "data" / "prepared", folder / "data" / "prepared")
+    (folder / "params.yaml").write_text(yaml.safe_dump(tiny_params(project["raw"], **sections)))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> dict:
+    """A git + DVC repository with the project's code and a tiny params.yaml, after one `dvc repro`."""
+    root = tmp_path_factory.mktemp("stages")
+    raw = root / "raw"
+    write_fashion_mnist(raw, train_per_class=20, test_per_class=5)
+    repo = root / "repo"
+    repo.mkdir()
+    shutil.copy(REPO / "dvc.yaml", repo)
+    for package in ("stages", "pipeline"):
+        shutil.copytree(REPO / package, repo / package, ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(raw)))
+    run(["git", "init", "-q"], repo)
+    run(["dvc", "init", "-q"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "tiny project"], repo)
+    started = time.time()
+    first = run(["dvc", "repro"], repo, timeout=600)
+    return {"root": root, "raw": raw, "repo": repo, "repro": first, "repro_s": time.time() - started}
+
+
+def test_dvc_repro_runs_every_stage_and_writes_the_declared_outputs(project):
+    repo, output = project["repo"], project["repro"].stdout
+    for name in ("prepare", "pretrain_supcon", "train_ce", "linear_eval", "compare"):
+        assert f"Running stage '{name}'" in output
+    manifest = json.loads((repo / "data/prepared/fashion_mnist/manifest.json").read_text())
+    assert manifest["split_sizes"] == {"train": 160, "val": 40, "test": 50}
+
+    pretrain = metrics(repo, "pretrain_supcon")
+    assert pretrain["method"] == "supcon" and pretrain["epochs"] == EPOCHS and pretrain["train_images"] == 160
+    assert 0.0 <= pretrain["val/knn_top1"] <= 1.0 and pretrain["train/loss"] > 0
+    for name, epochs in (("train_ce", EPOCHS), ("linear_eval", 2)):
+        scored = metrics(repo, name)
+        assert 0.0 <= scored["test/top1"] <= 1.0 and "test/ece" in scored and "val/top1" in scored
+        assert scored["epochs"] == epochs
+    assert metrics(repo, "linear_eval")["best_epoch"] in (1, 2)
+    compare = metrics(repo, "compare")
+    assert compare["test/top1/supcon"] == metrics(repo, "linear_eval")["test/top1"]
+    assert compare["test/top1/ce"] == metrics(repo, "train_ce")["test/top1"]
+    assert "supcon (linear eval) vs cross-entropy" in output
+
+    curves = {
+        "pretrain_supcon": (EPOCHS, "val_knn_top1"),
+        "train_ce": (EPOCHS, "val_top1"),
+        "linear_eval": (2, "val_top1"),
+    }
+    for name, (epochs, monitored) in curves.items():
+        rows = list(csv.DictReader((repo / "plots" / f"{name}.csv").open()))
+        assert [int(row["epoch"]) for row in rows] == list(range(1, epochs + 1))
+        assert all(float(row["train_loss"]) > 0 and row[monitored] != "" for row in rows), rows
+    for method, epochs in (("supcon", EPOCHS), ("ce", EPOCHS), ("linear", 2)):
+        state = torch.load(repo / "models" / method / "last.pt", weights_only=False)
+        assert state["epoch"] == epochs and len(state["history"]) == epochs
+    assert torch.load(repo / "models/linear/best.pt", weights_only=False)["epoch"] == metrics(repo, "linear_eval")["best_epoch"]
+
+
+def test_each_training_stage_is_one_mlflow_run_with_tags_params_curves_and_artifacts(project):
+    repo = project["repo"]
+    client = mlflow_client(repo)
+    runs = {r.data.tags["stage"]: r for r in all_runs(repo)}
+    assert sorted(runs) == sorted(TRAINING_STAGES)
+    commit = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+    for name, method in TRAINING_STAGES.items():
+        logged = runs[name]
+        assert logged.info.status == "FINISHED"
+        assert logged.info.run_id == metrics(repo, name)["mlflow_run_id"]
+        tags = logged.data.tags
+        assert (tags["method"], tags["dataset"], tags["encoder"], tags["seed"]) == (method, "fashion_mnist", "small_resnet", "0")
+        assert tags["git_commit"].split("-")[0] == commit
+        params = logged.data.params
+        assert params["model.width"] == "4" and params["supcon.temperature"] == "0.1" and params["data.root"] == str(project["raw"])
+        history = client.get_metric_history(logged.info.run_id, "train/loss")
+        epochs = 2 if name == "linear_eval" else EPOCHS
+        assert sorted(m.step for m in history) == list(range(1, epochs + 1))  # one point per epoch, no summary at 0
+        artifacts = {a.path for a in client.list_artifacts(logged.info.run_id)}
+        assert {"metrics", "curves"} <= artifacts
+        assert [a.path for a in client.list_artifacts(logged.info.run_id, "metrics")] == [f"metrics/{name}.json"]
+    assert "val/knn_top1" in runs["pretrain_supcon"].data.metrics
+    assert runs["train_ce"].data.metrics["test/top1"] == metrics(repo, "train_ce")["test/top1"]
+    for name in ("pretrain_supcon", "train_ce"):
+        assert [a.path for a in client.list_artifacts(runs[name].info.run_id, "checkpoint")] == ["checkpoint/last.pt"]
+    assert any(a.path.startswith("confusion/") for a in client.list_artifacts(runs["train_ce"].info.run_id, "confusion"))
+
+
+def test_second_dvc_repro_has_nothing_to_do(project):
+    repo = project["repo"]
+    outputs = sorted((repo / "metrics").glob("*.json")) + [repo / "models/supcon/last.pt", repo / "models/ce/last.pt"]
+    before = {path: path.stat().st_mtime_ns for path in outputs}
+    runs_before = len(all_runs(repo))
+
+    again = run(["dvc", "repro"], repo)
+
+    assert "Data and pipelines are up to date." in again.stdout, again.stdout
+    assert "Running stage" not in again.stdout
+    assert {path: path.stat().st_mtime_ns for path in outputs} == before
+    assert len(all_runs(repo)) == runs_before
+    status = run(["dvc", "status"], repo)
+    assert "up to date" in status.stdout, status.stdout
+
+
+def interrupt(folder: Path, stage_name: str, method: str, signum: int) -> tuple[dict, int, str]:
+    """Start a stage, send `signum` once its checkpoint records epoch >= 2; returns the
+    checkpoint then on disk, the exit code and stderr."""
+    checkpoint_path = folder / "models" / method / "last.pt"
+    with (folder / "stderr.txt").open("w") as stderr:
+        child = subprocess.Popen([sys.executable, "-m", f"stages.{stage_name}"], cwd=folder, env=env(), stdout=subprocess.DEVNULL, stderr=stderr)
+        seen, deadline = None, time.time() + 240
+        try:
+            while True:
+                assert child.poll() is None, "the stage finished before it could be interrupted"
+                assert time.time() < deadline, "no checkpoint appeared"
+                mtime = checkpoint_path.stat().st_mtime_ns if checkpoint_path.exists() else None
+                if mtime is not None and mtime != seen:
+                    seen = mtime
+                    if torch.load(checkpoint_path, weights_only=False)["epoch"] >= 2:  # written atomically: always whole
+                        child.send_signal(signum)
+                        break
+                time.sleep(0.02)
+            returncode = child.wait(timeout=120)
+        finally:
+            child.kill()
+            child.wait()
+    state = torch.load(checkpoint_path, weights_only=False)
+    assert 2 <= state["epoch"] < EPOCHS, "interrupted too late to test resuming"
+    return state, returncode, (folder / "stderr.txt").read_text()
+
+
+def test_kill_9_then_rerun_gives_the_uninterrupted_result(project):
+    folder = workdir(project, "killed")
+    interrupted, returncode, _ = interrupt(folder, "pretrain_supcon", "supcon", signal.SIGKILL)
+    assert returncode == -signal.SIGKILL
+
+    rerun = stage("pretrain_supcon", folder)
+
+    assert f"resuming after epoch {interrupted['epoch']}" in rerun.stdout
+    resumed, reference = metrics(folder, "pretrain_supcon"), metrics(project["repo"], "pretrain_supcon")
+    assert resumed["train/loss"] == reference["train/loss"]
+    assert resumed["val/knn_top1"] == reference["val/knn_top1"]
+    assert resumed["epochs"] == reference["epochs"] == EPOCHS
+    final = torch.load(folder / "models/supcon/last.pt", weights_only=False)
+    expected = torch.load(project["repo"] / "models/supcon/last.pt", weights_only=False)
+    assert without_timing(final["history"]) == without_timing(expected["history"])
+    for name, tensor in expected["model"].items():
+        assert torch.equal(final["model"][name], tensor), name
+    # One stage run stays one MLflow run across the restart, with every epoch's curve point.
+    (logged,) = all_runs(folder)
+    assert logged.info.run_id == interrupted["mlflow_run_id"] == resumed["mlflow_run_id"]
+    assert logged.info.status == "FINISHED"
+    steps = {m.step for m in mlflow_client(folder).get_metric_history(logged.info.run_id, "val/knn_top1")}
+    assert set(range(1, EPOCHS + 1)) <= steps
+
+
+def test_ctrl_c_exits_130_and_the_rerun_gives_the_uninterrupted_result(project):
+    folder = workdir(project, "interrupted")
+    interrupted, returncode, stderr = interrupt(folder, "train_ce", "ce", signal.SIGINT)
+    assert returncode == 130
+    assert "Traceback" not in stderr
+    assert "interrupted; rerun `dvc repro` to resume from the last checkpoint" in stderr
+    (logged,) = all_runs(folder)
+    assert logged.info.run_id == interrupted["mlflow_run_id"] and logged.info.status != "RUNNING"
+
+    rerun = stage("train_ce", folder)
+
+    assert f"resuming after epoch {interrupted['epoch']}" in rerun.stdout
+    resumed, reference = metrics(folder, "train_ce"), metrics(project["repo"], "train_ce")
+    for key in ("train/loss", "val/top1", "test/top1", "test/ece"):
+        assert resumed[key] == reference[key], key
+    (logged,) = all_runs(folder)
+    assert logged.info.run_id == resumed["mlflow_run_id"] == interrupted["mlflow_run_id"]
+    assert logged.info.status == "FINISHED"
+
+
+def test_simclr_pretraining_and_its_linear_evaluation(project):
+    folder = workdir(project, "simclr", supcon={"method": "simclr", "epochs": 2})
+
+    stage("pretrain_supcon", folder)
+    stage("linear_eval", folder)
+
+    pretrain, linear = metrics(folder, "pretrain_supcon"), metrics(folder, "linear_eval")
+    assert pretrain["method"] == linear["method"] == "simclr"
+    assert pretrain["train/loss"] != metrics(project["repo"], "pretrain_supcon")["train/loss"]
+    assert 0.0 <= linear["test/top1"] <= 1.0
+    runs = all_runs(folder)
+    assert sorted(r.data.tags["stage"] for r in runs) == ["linear_eval", "pretrain_supcon"]
+    assert {r.data.tags["method"] for r in runs} == {"simclr"}
+    assert {r.data.params["supcon.method"] for r in runs} == {"simclr"}
+
+
+def test_torchrun_with_two_processes_writes_one_checkpoint_one_metrics_file_one_run(project):
+    folder = workdir(project, "ddp", supcon={"epochs": 2})
+
+    done = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "stages.pretrain_supcon"], folder)
+
+    assert sorted(p.name for p in (folder / "models/supcon").iterdir()) == ["last.pt"]
+    assert sorted(p.name for p in (folder / "metrics").iterdir()) == ["pretrain_supcon.json"]
+    state = torch.load(folder / "models/supcon/last.pt", weights_only=False)
+    assert state["epoch"] == 2 and state["config"]["world_size"] == 2
+    result = metrics(folder, "pretrain_supcon")
+    assert result["epochs"] == 2 and result["train/loss"] > 0 and 0 <= result["val/knn_top1"] <= 1
+    (logged,) = all_runs(folder)
+    assert logged.info.status == "FINISHED" and logged.info.run_id == result["mlflow_run_id"]
+    losses = mlflow_client(folder).get_metric_history(logged.info.run_id, "train/loss")
+    assert sorted(m.step for m in losses) == [1, 2]  # logged by rank zero only
+    assert done.stdout.count("pretrain_supcon: method supcon") == 1
+
+
+def test_diverging_run_exits_2_with_one_line_naming_epoch_and_step(project):
+    folder = workdir(project, "diverging", supcon={"optimizer": {"lr": 1.0e6, "scale_lr": False, "warmup_epochs": 0}})
+
+    done = stage("pretrain_supcon", folder, check=False)
+
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    # What a terminal shows: the text after the last carriage return of each line.
+    visible = [line.split("\r")[-1] for line in done.stderr.split("\n")]
+    errors = [line for line in visible if "error" in line.lower()]
+    assert len(errors) == 1, done.stderr[-2000:]
+    assert re.fullmatch(r"error: supcon: loss became NaN/inf at epoch 1, step \d+ of 10; no checkpoint was written\. .+", errors[0])
+    assert not (folder / "metrics").exists()
+    (logged,) = all_runs(folder)
+    assert logged.info.status == "FAILED"
