@@ -322,3 +322,18 @@ def test_diverging_run_exits_2_with_one_line_naming_epoch_and_step(project):
     assert not (folder / "metrics").exists()
     (logged,) = all_runs(folder)
     assert logged.info.status == "FAILED"
+
+
+def test_comparison_notebook_runs_on_the_pipeline_outputs(project):
+    import nbclient
+    import nbformat
+
+    notebook = nbformat.read(REPO / "notebooks" / "compare_supcon_ce.ipynb", as_version=4)
+    os.environ["SUPCON_REPO"] = str(project["repo"])
+    try:
+        nbclient.NotebookClient(notebook, timeout=240, kernel_name="python3").execute()
+    finally:
+        del os.environ["SUPCON_REPO"]
+    outputs = "".join(str(out.get("data", {}).get("text/plain", "")) for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs)
+    assert "supcon (linear eval)" in outputs and "test/top1" in outputs
+    assert "pretrain_supcon" in outputs and "train_ce" in outputs
