@@ -65,6 +65,22 @@ class FitSpec:
     run_id: str = ""
 
 
+@dataclass
+class RunContext:
+    """How a training run is hosted, shared by every method: seed, device, checkpoint, logging."""
+
+    seed: int
+    device: torch.device
+    checkpoint_path: Path | None
+    config: dict
+    """The resolved config; its fingerprint decides whether a checkpoint may be resumed."""
+    resume: dict[str, Any] | None = None
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None
+    run_id: str = ""
+    wrap: Callable[[nn.Module], nn.Module] = lambda model: model
+    """Places the model (device, DDP, compile)."""
+
+
 def fit(spec: FitSpec, resume: dict[str, Any] | None = None) -> list[dict[str, float]]:
     """Train for spec.epochs epochs (continuing from `resume`); returns the per-epoch history."""
     history: list[dict[str, float]] = []

@@ -1,8 +1,6 @@
 """Contrastive pretraining (SupCon, or SimCLR when labels are ignored) with a kNN monitor on val."""
 
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -11,7 +9,7 @@ from pipeline import dist, recipe
 from pipeline.augment import MultiView
 from pipeline.config import ModelConfig, SupConConfig
 from pipeline.data import PreparedDataset, Split
-from pipeline.engine import FitSpec, fit
+from pipeline.engine import FitSpec, RunContext, fit
 from pipeline.evaluate import knn_top1
 from pipeline.losses import distributed_supcon_loss, supcon_loss
 from pipeline.models import build_supcon_model
@@ -64,24 +62,15 @@ def pretrain_contrastive(
     *,
     model_config: ModelConfig,
     config: SupConConfig,
-    seed: int,
-    device: torch.device,
-    checkpoint_path: Path | None,
-    run_config: dict,
-    resume: dict[str, Any] | None = None,
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-    run_id: str = "",
-    wrap: Callable[[nn.Module], nn.Module] = lambda model: model,
+    run: RunContext,
 ) -> tuple[nn.Module, list[dict[str, float]]]:
-    """Train encoder + projection head on `train`; returns the (unwrapped) model and the history.
-
-    `wrap` places the model (device, DDP, compile); `run_config` fingerprints the checkpoint.
-    """
-    torch.manual_seed(seed)
+    """Train encoder + projection head on `train`; returns the (unwrapped) model and the history."""
+    torch.manual_seed(run.seed)
+    device = run.device
     spec = recipe.model_spec(model_config, channels=data.channels, image_size=data.image_size)
     spec.update(head=model_config.head, feat_dim=model_config.feat_dim)
     model = build_supcon_model(**spec)
-    placed = wrap(model)
+    placed = run.wrap(model)
     normalize = Normalize(data.mean, data.std).to(device)
     augment = recipe.augmentation(config.augmentation, image_size=data.image_size, channels=data.channels)
     views = MultiView(augment, config.views).to(device)
@@ -104,15 +93,15 @@ def pretrain_contrastive(
             labels=train.labels,
             batch_size=config.batch_size,
             epochs=config.epochs,
-            seed=seed,
+            seed=run.seed,
             device=device,
-            checkpoint_path=checkpoint_path,
+            checkpoint_path=run.checkpoint_path,
             spec={"kind": "supcon", **spec},
-            config=run_config,
+            config=run.config,
             evaluate=monitor,
-            on_epoch=on_epoch,
-            run_id=run_id,
+            on_epoch=run.on_epoch,
+            run_id=run.run_id,
         ),
-        resume=resume,
+        resume=run.resume,
     )
     return model, history

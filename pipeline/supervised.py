@@ -1,8 +1,6 @@
 """The cross-entropy baseline: the same encoder and augmentation, trained end to end with CE."""
 
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +9,7 @@ from torch import nn
 from pipeline import dist, recipe
 from pipeline.config import CrossEntropyConfig, ModelConfig
 from pipeline.data import PreparedDataset, Split
-from pipeline.engine import FitSpec, fit
+from pipeline.engine import FitSpec, RunContext, fit
 from pipeline.evaluate import topk_accuracy
 from pipeline.models import build_ce_model
 from pipeline.preprocess import Normalize, eval_preprocess, predict
@@ -47,21 +45,15 @@ def train_cross_entropy(
     *,
     model_config: ModelConfig,
     config: CrossEntropyConfig,
-    seed: int,
-    device: torch.device,
-    checkpoint_path: Path | None,
-    run_config: dict,
-    resume: dict[str, Any] | None = None,
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-    run_id: str = "",
-    wrap: Callable[[nn.Module], nn.Module] = lambda model: model,
+    run: RunContext,
 ) -> tuple[nn.Module, list[dict[str, float]]]:
     """Train encoder + linear layer with CE on `train`; returns the (unwrapped) model and history."""
-    torch.manual_seed(seed)
+    torch.manual_seed(run.seed)
+    device = run.device
     spec = recipe.model_spec(model_config, channels=data.channels, image_size=data.image_size)
     spec.update(num_classes=data.num_classes)
     model = build_ce_model(**spec)
-    placed = wrap(model)
+    placed = run.wrap(model)
     normalize = Normalize(data.mean, data.std).to(device)
     augment = recipe.augmentation(config.augmentation, image_size=data.image_size, channels=data.channels).to(device)
     optimizer, scheduler = recipe.optimizer_and_schedule(
@@ -79,15 +71,15 @@ def train_cross_entropy(
             labels=train.labels,
             batch_size=config.batch_size,
             epochs=config.epochs,
-            seed=seed,
+            seed=run.seed,
             device=device,
-            checkpoint_path=checkpoint_path,
+            checkpoint_path=run.checkpoint_path,
             spec={"kind": "ce", **spec},
-            config=run_config,
+            config=run.config,
             evaluate=val_monitor(model, data.val, preprocess=preprocess, device=device),
-            on_epoch=on_epoch,
-            run_id=run_id,
+            on_epoch=run.on_epoch,
+            run_id=run.run_id,
         ),
-        resume=resume,
+        resume=run.resume,
     )
     return model, history

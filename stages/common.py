@@ -14,6 +14,7 @@ from pipeline import atomic, checkpoint, dist, figures, tracking
 from pipeline.config import Params
 from pipeline.config_schema import as_dict
 from pipeline.device import place_model, resolve_device
+from pipeline.engine import RunContext
 from stages import paths
 
 
@@ -72,6 +73,14 @@ def resume_state(path: Path, config: dict) -> dict | None:
     if state is None and path.exists() and dist.is_main_process():
         print(f"{path}: written with other params; starting over")
     return state
+
+
+def run_context(params: Params, device: torch.device, run, *, checkpoint_path: Path, config: dict, resume: dict | None) -> RunContext:
+    """What the library's training functions need to know about this stage run."""
+    return RunContext(
+        seed=params.run.seed, device=device, checkpoint_path=checkpoint_path, config=config, resume=resume,
+        on_epoch=epoch_logger(run), run_id=run.run_id, wrap=placer(params, device),
+    )  # fmt: skip
 
 
 def epoch_logger(run: tracking.Run | tracking.NullRun) -> Callable[[int, dict[str, float]], None]:

@@ -22,12 +22,8 @@ def pretrain(params: Params) -> None:
     config = common.run_config(params, "data", "model", "supcon")
     resume = common.resume_state(checkpoint_path, config)
     with common.tracked_run(params, stage=STAGE, method=params.supcon.method, resume=resume) as run:
-        _, history = pretrain_contrastive(
-            data, train,
-            model_config=params.model, config=params.supcon, seed=params.run.seed, device=device,
-            checkpoint_path=checkpoint_path, run_config=config, resume=resume,
-            on_epoch=common.epoch_logger(run), run_id=run.run_id, wrap=common.placer(params, device),
-        )  # fmt: skip
+        context = common.run_context(params, device, run, checkpoint_path=checkpoint_path, config=config, resume=resume)
+        _, history = pretrain_contrastive(data, train, model_config=params.model, config=params.supcon, run=context)
         common.finish(run, STAGE, {"method": params.supcon.method, "train_images": len(train.labels), **common.summarize(history)}, history)
         if dist.is_main_process():
             run.log_artifact(checkpoint_path, "checkpoint")

@@ -23,12 +23,8 @@ def train(params: Params) -> None:
     config = common.run_config(params, "data", "model", "ce")
     resume = common.resume_state(checkpoint_path, config)
     with common.tracked_run(params, stage=STAGE, method="ce", resume=resume) as run:
-        model, history = train_cross_entropy(
-            data, train_split,
-            model_config=params.model, config=params.ce, seed=params.run.seed, device=device,
-            checkpoint_path=checkpoint_path, run_config=config, resume=resume,
-            on_epoch=common.epoch_logger(run), run_id=run.run_id, wrap=common.placer(params, device),
-        )  # fmt: skip
+        context = common.run_context(params, device, run, checkpoint_path=checkpoint_path, config=config, resume=resume)
+        model, history = train_cross_entropy(data, train_split, model_config=params.model, config=params.ce, run=context)
         if not dist.is_main_process():
             return
         preprocess = eval_preprocess(data.image_size, data.channels, data.mean, data.std).to(device)
