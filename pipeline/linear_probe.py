@@ -17,6 +17,7 @@ from pipeline import atomic, checkpoint, dist, recipe
 from pipeline.augment import eval_transform
 from pipeline.config import LinearConfig
 from pipeline.data import PreparedDataset, Split
+from pipeline.device import place_model
 from pipeline.engine import FitSpec, fit
 from pipeline.evaluate import topk_accuracy
 from pipeline.models import LinearClassifier, build_supcon_model
@@ -44,7 +45,7 @@ def load_encoder(path: Path, device: torch.device) -> nn.Module:
     kwargs = {k: v for k, v in state["spec"].items() if k != "kind"}
     model = build_supcon_model(**kwargs)
     model.load_state_dict(state["model"])
-    return model.encoder.to(device)
+    return place_model(model.encoder, device)
 
 
 def best_keeper(classifier: nn.Module, evaluate: Callable[[], float], path: Path) -> Callable[[int], dict[str, float]]:
