@@ -2,12 +2,14 @@
 
 import hashlib
 import json
+import shutil
 import warnings
 
 import numpy as np
 import pytest
 import torch
-from fixtures_data import write_cifar10, write_cifar100, write_fashion_mnist, write_image_tree
+import torchvision
+from fixtures_data import FASHION_FILES, write_cifar10, write_cifar100, write_fashion_mnist, write_image_tree
 
 from pipeline.data import prepared
 from pipeline.data.prepared import load_prepared, prepare_dataset
@@ -44,8 +46,8 @@ def test_manifest_records_provenance_counts_and_stats(tmp_path):
     write_fashion_mnist(tmp_path / "raw", train_per_class=10)
     m = _prepare(tmp_path / "raw", tmp_path / "store", seed=3)
     for source in m["sources"]:
-        with open(source["path"], "rb") as f:
-            assert source["sha256"] == hashlib.sha256(f.read()).hexdigest()
+        data = (tmp_path / "raw" / source["name"]).read_bytes()
+        assert source["sha256"] == hashlib.sha256(data).hexdigest() and source["files"] == 1
     assert m["dataset"] == "fashion_mnist" and m["image_shape"] == [1, 28, 28] and len(m["class_names"]) == 10
     assert {split: list(per_class.values()) for split, per_class in m["counts"].items()} == {
         "train": [8] * 10, "val": [2] * 10, "test": [2] * 10
@@ -82,6 +84,50 @@ def test_mmap_and_in_memory_loads_agree_without_warnings(tmp_path):
     before = _store_bytes(tmp_path / "store")
     mapped.train.images[0] += 1  # copy-on-write: the tensor changes, the file does not
     assert _store_bytes(tmp_path / "store") == before
+
+
+def _every_file(out_dir):
+    """Relative path -> bytes of every file under out_dir: what DVC hashes."""
+    return {p.relative_to(out_dir).as_posix(): p.read_bytes() for p in sorted(out_dir.rglob("*")) if p.is_file()}
+
+
+def _assert_portable(first, second, tmp_path):
+    """Byte-identical stores whose manifest says nothing about where the data or store lived."""
+    a, b = _every_file(first), _every_file(second)
+    arrays = [f"{split}_{kind}.npy" for split in prepared.SPLITS for kind in ("images", "labels")]
+    assert sorted(a) == sorted([*arrays, "manifest.json", "subsets.npz"])
+    assert a == b
+    manifest = json.loads(a["manifest.json"])
+    assert str(tmp_path) not in a["manifest.json"].decode() and not {"root", "download"} & set(manifest)
+
+
+def test_fashion_mnist_store_does_not_depend_on_root_or_download(tmp_path, monkeypatch):
+    write_fashion_mnist(tmp_path / "fixture")
+    shutil.copytree(tmp_path / "fixture", tmp_path / "machine_a" / "datasets")
+    shutil.copytree(tmp_path / "fixture", tmp_path / "machine_b" / "FashionMNIST" / "raw")  # torchvision's layout
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the files are present: nothing should be downloaded")
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", no_network)
+    _prepare(tmp_path / "machine_a" / "datasets", tmp_path / "out_a" / "store")
+    monkeypatch.chdir(tmp_path)  # and a relative root, which resolve() used to make absolute
+    _prepare("machine_b", tmp_path / "out_b" / "fashion_mnist", download=True)
+    _assert_portable(tmp_path / "out_a" / "store", tmp_path / "out_b" / "fashion_mnist", tmp_path)
+    names = [s["name"] for s in json.loads((tmp_path / "out_a" / "store" / "manifest.json").read_text())["sources"]]
+    assert names == [f"{name}.gz" for name in FASHION_FILES.values()]
+
+
+def test_imagefolder_store_does_not_depend_on_root(tmp_path, monkeypatch):
+    write_image_tree(tmp_path / "fixture", {"train": {"a": 5, "b": 4}, "val": {"a": 1, "b": 2}})
+    shutil.copytree(tmp_path / "fixture", tmp_path / "machine_a" / "trees" / "mine")
+    shutil.copytree(tmp_path / "fixture", tmp_path / "machine_b")
+    _prepare(tmp_path / "machine_a" / "trees" / "mine", tmp_path / "out_a", dataset="imagefolder", image_size=12)
+    monkeypatch.chdir(tmp_path)
+    _prepare("machine_b", tmp_path / "out_b", dataset="imagefolder", image_size=12)
+    _assert_portable(tmp_path / "out_a", tmp_path / "out_b", tmp_path)
+    sources = json.loads((tmp_path / "out_a" / "manifest.json").read_text())["sources"]
+    assert [(s["name"], s["files"]) for s in sources] == [("train", 9), ("val", 3)]
 
 
 def _small_tree(root):
@@ -159,25 +205,3 @@ def test_missing_root_names_the_path(tmp_path):
 def test_invalid_arguments_name_the_key(tmp_path, overrides, key):
     with pytest.raises(ConfigError, match=key):
         _prepare(tmp_path, tmp_path / "store", **overrides)
-
-
-@pytest.mark.parametrize("remove", ["manifest.json", "val_images.npy", "test_labels.npy", "subsets.npz"])
-def test_incomplete_store_says_to_run_prepare(tmp_path, remove):
-    write_fashion_mnist(tmp_path / "raw")
-    _prepare(tmp_path / "raw", tmp_path / "store")
-    (tmp_path / "store" / remove).unlink()
-    with pytest.raises(UserError, match=f"{tmp_path / 'store'}.*{remove}.*run the prepare stage"):
-        load_prepared(tmp_path / "store")
-
-
-def test_truncated_split_is_detected(tmp_path):
-    write_fashion_mnist(tmp_path / "raw")
-    _prepare(tmp_path / "raw", tmp_path / "store")
-    np.save(tmp_path / "store" / "train_images.npy", np.zeros((3, 1, 28, 28), np.uint8))
-    with pytest.raises(UserError, match="train split has .*manifest says 50 images"):
-        load_prepared(tmp_path / "store")
-
-
-def test_missing_store_names_the_path(tmp_path):
-    with pytest.raises(UserError, match=f"{tmp_path / 'nope'}: .*no manifest.json.*run the prepare stage"):
-        load_prepared(tmp_path / "nope")

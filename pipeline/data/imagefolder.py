@@ -87,10 +87,14 @@ def _decode_split(paths: list[Path], size: int, gray: bool, out_path: Path) -> t
 
 
 def _tree_source(split_dir: Path, paths: list[Path], digests: list[str]) -> Source:
-    """One Source for a whole split folder: sha256 of its sorted `sha256sum`-style listing."""
-    lines = sorted((str(p.relative_to(split_dir)), d) for p, d in zip(paths, digests))
+    """One Source for a whole split folder: sha256 of its sorted `sha256sum`-style listing.
+
+    Named by the folder's name (`train`, `val`, `test`) and listed with paths relative to it, so
+    the same tree gives the same Source wherever `data.root` puts it.
+    """
+    lines = sorted((p.relative_to(split_dir).as_posix(), d) for p, d in zip(paths, digests))
     listing = "".join(f"{d}  {rel}\n" for rel, d in lines)
-    return Source(str(split_dir.resolve()), sha256_bytes(listing.encode()), len(lines))
+    return Source(split_dir.name, sha256_bytes(listing.encode()), len(lines))
 
 
 def _check_train(train: dict[str, list[Path]], train_dir: Path) -> None:

@@ -23,6 +23,7 @@ from pipeline.data.raw import RawDataset
 from pipeline.data.registry import DATASETS
 from pipeline.data.splits import nested_subsets, stratified_split
 from pipeline.data.stats import channel_mean_std
+from pipeline.data.store_io import PREPARE, broken, load_npy, load_npz, read_json_object, short_repr
 from pipeline.errors import ConfigError, UserError
 
 FORMAT_VERSION = 1
@@ -123,7 +124,8 @@ def prepare_dataset(
         subsets = nested_subsets(labels["train"], fractions, seed)
         np.savez(temp / "subsets.npz", **{repr(f): idx for f, idx in subsets.items()})
         mean_std = channel_mean_std(np.load(temp / "train_images.npy", mmap_mode="r"))
-        settings = dict(root=root, image_size=image_size, val_fraction=val_fraction, seed=seed, fractions=fractions)
+        # no root or download: where the data came from must not change the store's DVC hash
+        settings = dict(image_size=image_size, val_fraction=val_fraction, seed=seed, fractions=fractions)
         manifest = _manifest(dataset, raw, labels, subsets, mean_std, settings)
         del raw  # drop memmaps into workdir before deleting it
         shutil.rmtree(workdir)
@@ -176,62 +178,115 @@ class PreparedDataset:
                 return Split(self.train.images[rows], self.train.labels[rows])
         listed = ", ".join(repr(f) for f in sorted(self.subsets))
         raise UserError(
-            f"{self.path}: label fraction {fraction} was not prepared (prepared: {listed}); "
-            "add it to data.fractions and rerun the prepare stage"
+            f"{self.path / 'subsets.npz'}: label fraction {fraction} was not prepared (prepared: {listed}); "
+            f"rerun {PREPARE}, which prepares data.train_fraction and every reduced.fractions in params.yaml"
         )
 
 
-def _incomplete(out_dir: Path, what: str) -> UserError:
-    return UserError(f"{out_dir}: prepared dataset store is missing or incomplete ({what}); run the prepare stage")
+_MANIFEST = "manifest.json"
+_SUBSETS = "subsets.npz"
+_REQUIRED = ("class_names", "image_shape", "split_sizes", "subset_sizes", "mean", "std")  # what loading relies on
+
+
+def _fraction(key: object) -> float | None:
+    """A subsets key (repr of a float in (0, 1]) as a float, or None if it is not one."""
+    try:
+        value = float(key)
+    except (TypeError, ValueError):
+        return None
+    return value if 0.0 < value <= 1.0 else None
+
+
+def _count(value: object) -> bool:
+    return type(value) is int and value >= 0  # type(), not isinstance: True is not a count
+
+
+def _list_of(value: object, kinds: tuple[type, ...], length: int | None = None) -> bool:
+    return isinstance(value, list) and length in (None, len(value)) and all(type(v) in kinds for v in value)
+
+
+def _field_problem(manifest: dict) -> str | None:
+    """The first field that load_prepared and PreparedDataset rely on and that is malformed."""
+    checks = (
+        ("class_names", "a non-empty list of names", lambda v: _list_of(v, (str,)) and len(v) > 0),
+        ("image_shape", "[C, H, W] of positive integers", lambda v: _list_of(v, (int,), 3) and min(v) > 0),
+        ("split_sizes", f"an image count per split ({', '.join(SPLITS)})",
+         lambda v: isinstance(v, dict) and all(_count(v.get(s)) for s in SPLITS)),
+        ("subset_sizes", "an index count per label fraction in (0, 1]",
+         lambda v: isinstance(v, dict) and all(_fraction(f) and _count(n) for f, n in v.items())),
+    )  # fmt: skip
+    for key, expected, valid in checks:
+        if not valid(manifest[key]):
+            return f"{key} is {short_repr(manifest[key])}, expected {expected}"
+    channels = manifest["image_shape"][0]  # valid by now
+    for key in ("mean", "std"):
+        if not _list_of(manifest[key], (int, float), channels):
+            return f"{key} is {short_repr(manifest[key])}, expected {channels} numbers, one per channel"
+    return None
 
 
 def _read_manifest(out_dir: Path) -> dict:
-    path = out_dir / "manifest.json"
-    if not path.is_file():
-        raise _incomplete(out_dir, "no manifest.json")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise _incomplete(out_dir, f"manifest.json is not valid JSON: {err}") from err
+    path = out_dir / _MANIFEST
+    if not out_dir.is_dir():  # never prepared, as opposed to damaged: nothing to delete
+        raise UserError(f"{out_dir}: no prepared dataset here (no {_MANIFEST}); run {PREPARE}")
+    manifest = read_json_object(path, out_dir)
+    # the version first: a store from other code may lack or reshape any of the other keys
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise _incomplete(out_dir, f"format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
+        found = short_repr(manifest["format_version"]) if "format_version" in manifest else "missing"
+        raise broken(path, out_dir, f"format_version is {found}, this code reads {FORMAT_VERSION}")
+    missing = [key for key in _REQUIRED if key not in manifest]
+    if missing:
+        raise broken(path, out_dir, f"lacks {', '.join(missing)}")
+    problem = _field_problem(manifest)
+    if problem:
+        raise broken(path, out_dir, problem)
     return manifest
 
 
-def _load_array(path: Path, mmap: bool) -> np.ndarray:
-    """Copy-on-write memmap when asked: writable, so torch.from_numpy neither warns nor can
-    crash on an in-place write, and pages are read from disk only when touched."""
-    if not path.is_file():
-        raise _incomplete(path.parent, f"no {path.name}")
-    return np.load(path, mmap_mode="c" if mmap else None)
-
-
 def _load_split(out_dir: Path, name: str, manifest: dict, mmap: bool) -> Split:
-    images = _load_array(out_dir / f"{name}_images.npy", mmap)
-    labels = _load_array(out_dir / f"{name}_labels.npy", mmap=False)
-    n = manifest["split_sizes"][name]
-    expected = (n, *manifest["image_shape"])
-    if images.shape != expected or images.dtype != np.uint8 or labels.shape != (n,) or labels.dtype != np.int64:
-        found = f"images {images.dtype} {images.shape}, labels {labels.dtype} {labels.shape}"
-        raise _incomplete(out_dir, f"{name} split has {found}, manifest says {n} images of {expected[1:]}")
+    """One split, its arrays checked against the manifest; labels always in RAM (they are small)."""
+    n, shape = manifest["split_sizes"][name], tuple(manifest["image_shape"])
+    images = load_npy(out_dir / f"{name}_images.npy", out_dir, (n, *shape), np.dtype(np.uint8), mmap)
+    labels_path = out_dir / f"{name}_labels.npy"
+    labels = load_npy(labels_path, out_dir, (n,), np.dtype(np.int64), mmap=False)
+    num_classes = len(manifest["class_names"])
+    if n and not 0 <= labels.min() <= labels.max() < num_classes:
+        found = f"[{labels.min()}, {labels.max()}]"
+        raise broken(labels_path, out_dir, f"labels span {found}, outside the {num_classes} classes of {_MANIFEST}")
     return Split(torch.from_numpy(images), torch.from_numpy(labels))
 
 
-def _load_subsets(out_dir: Path, train_size: int) -> dict[float, np.ndarray]:
-    path = out_dir / "subsets.npz"
-    if not path.is_file():
-        raise _incomplete(out_dir, "no subsets.npz")
-    with np.load(path) as archive:
-        subsets = {float(key): archive[key] for key in archive.files}
-    if any(len(idx) and idx.max() >= train_size for idx in subsets.values()):
-        raise _incomplete(out_dir, "subsets.npz indexes beyond the train split")
-    return subsets
+def _subset_problem(indices: object, size: int, train_size: int) -> str | None:
+    """Why one subsets.npz member is not `size` int64 indices into train, or None if it is."""
+    if not isinstance(indices, np.ndarray) or indices.dtype != np.int64 or indices.shape != (size,):
+        found = f"{indices.dtype} {list(indices.shape)}" if isinstance(indices, np.ndarray) else type(indices).__name__
+        return f"holds {found}, expected int64 [{size}] from {_MANIFEST}"
+    if size and not 0 <= indices.min() <= indices.max() < train_size:
+        return f"indexes outside the {train_size} train images"
+    return None
+
+
+def _load_subsets(out_dir: Path, manifest: dict, train_size: int) -> dict[float, np.ndarray]:
+    """The subsets.npz index arrays, which must be exactly the fractions the manifest lists."""
+    path = out_dir / _SUBSETS
+    members, sizes = load_npz(path, out_dir), manifest["subset_sizes"]
+    if set(members) != set(sizes):
+        found, listed = ", ".join(sorted(members)) or "none", ", ".join(sorted(sizes)) or "none"
+        raise broken(path, out_dir, f"holds fractions {found}, but {_MANIFEST} lists {listed}")
+    for key, indices in members.items():
+        problem = _subset_problem(indices, sizes[key], train_size)
+        if problem:
+            raise broken(path, out_dir, f"fraction {key} {problem}")
+    return {float(key): indices for key, indices in members.items()}
 
 
 def load_prepared(out_dir: Path, *, mmap: bool = True) -> PreparedDataset:
-    """Open a store written by prepare_dataset; with mmap, image arrays stay on disk until read."""
+    """Open a store written by prepare_dataset; with mmap, image arrays stay on disk until read.
+
+    A missing, truncated or inconsistent store is a UserError naming the damaged file.
+    """
     out_dir = Path(out_dir)
     manifest = _read_manifest(out_dir)
     splits = {name: _load_split(out_dir, name, manifest, mmap) for name in SPLITS}
-    subsets = _load_subsets(out_dir, len(splits["train"]))
+    subsets = _load_subsets(out_dir, manifest, len(splits["train"]))
     return PreparedDataset(out_dir, splits["train"], splits["val"], splits["test"], manifest, subsets)

@@ -17,11 +17,14 @@ _HASH_CHUNK = 1 << 20
 class Source:
     """One input that went into the dataset, with the sha256 of its bytes.
 
+    `name` is the file's base name (or, for a directory tree, the split folder's name), never
+    where it was read from: the manifest is hashed by DVC as part of the prepared store, so an
+    absolute path would make the same data hash differently per machine or `data.root`.
     For a directory tree (imagefolder), `sha256` is that of the `sha256sum`-style listing
     ("<hex>  <relative path>\\n" per file, sorted by path) and `files` counts the files.
     """
 
-    path: str
+    name: str
     sha256: str
     files: int = 1
 
@@ -55,4 +58,5 @@ def sha256_file(path: Path) -> str:
 
 
 def file_sources(paths: list[Path]) -> tuple[Source, ...]:
-    return tuple(Source(str(p.resolve()), sha256_file(p)) for p in paths)
+    """One Source per file, named by its base name only (see Source)."""
+    return tuple(Source(p.name, sha256_file(p)) for p in paths)
