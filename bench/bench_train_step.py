@@ -10,7 +10,7 @@ with 10 classes, at T = 0.1, with SGD (momentum 0.9, weight decay 1e-4).
 - `pipeline`: what `pipeline.engine.fit` runs for SupCon. A uint8 batch indexed from an
   in-memory tensor, moved to the device; two views from `MultiView(build_augmentation(
   "simaugment"), 2)` on the device; the model placed by `pipeline.device.place_model`
-  (channels_last; bf16 autocast on CUDA); `contrastive_loss_fn` (supcon_loss); the engine's own
+  (contiguous on the CPU; channels_last and bf16 autocast on CUDA); `contrastive_loss_fn` (supcon_loss); the engine's own
   `_train_step` with the SGD + per-step schedule of `recipe.optimizer_and_schedule`.
 - `reference`: the loop of HobbitLong/SupContrast's main_supcon.py. A DataLoader (shuffle,
   `workers` processes, pin_memory on CUDA) over a Dataset that builds a PIL image per item, as
@@ -57,6 +57,10 @@ from pipeline.pretrain import contrastive_loss_fn
 from pipeline.recipe import optimizer_and_schedule
 
 CASES = ("pipeline", "reference")
+# What the pipeline ran on the CPU before issue 7: the same step with model and inputs
+# channels_last. Wrong gradients or a crash on AVX2-only CPUs, so opt-in (--channels-last-case),
+# timed only to show what the contiguous layout costs on a CPU where channels_last works.
+CHANNELS_LAST = "pipeline_channels_last"
 CLASSES, TEMPERATURE, LR, MOMENTUM, WEIGHT_DECAY = 10, 0.1, 0.05, 0.9, 1e-4
 WARMUP = 2  # steps skipped per round: first-call kernel selection and allocations
 PREFETCH = 2  # DataLoader's default prefetch_factor: batches queued per worker
@@ -125,10 +129,12 @@ def _time_steps(batches: Iterable, step: Callable, warmup: int, sync: Callable[[
     return times
 
 
-def _pipeline_case(model, images, labels, batch: int, device: torch.device) -> Callable[[int, int], list[float]]:
-    """fn(round, steps) -> step times of the pipeline's training step."""
+def _pipeline_case(model, images, labels, batch: int, device: torch.device, channels_last: bool = False) -> Callable[[int, int], list[float]]:
+    """fn(round, steps) -> step times of the pipeline's training step (optionally channels_last)."""
     channels, size = images.shape[1], images.shape[-1]
     placed = place_model(model, device)
+    if channels_last:  # a channels_last weight makes the convolutions run channels_last
+        placed = placed.to(memory_format=torch.channels_last)
     views = MultiView(build_augmentation("simaugment", image_size=size, channels=channels), 2).to(device)
     normalize = Normalize(*STATS[channels]).to(device)
     config = SupConConfig(batch_size=batch, temperature=TEMPERATURE)
@@ -199,6 +205,7 @@ def run(
     width: int = 32,
     depth: int = 3,
     blocks: int = 1,
+    channels_last_case: bool = False,
 ) -> list[dict]:
     """One row per case: median ms per step, images/s and the speed-up over the reference."""
     channels = channels or default_channels(image_size)
@@ -217,14 +224,17 @@ def run(
         "pipeline": _pipeline_case(copy.deepcopy(model), images, labels, batch, torch_device),
         "reference": _reference_case(copy.deepcopy(model), images, labels, batch, torch_device, workers),
     }
-    times: dict[str, list[float]] = {case: [] for case in CASES}
+    if channels_last_case:
+        cases[CHANNELS_LAST] = _pipeline_case(copy.deepcopy(model), images, labels, batch, torch_device, channels_last=True)
+    names = tuple(cases)
+    times: dict[str, list[float]] = {case: [] for case in names}
     for round_ in range(rounds):
-        # Alternate which case goes first, so a drift in machine load hits both alike.
-        for case in CASES if round_ % 2 == 0 else CASES[::-1]:
+        # Alternate which case goes first, so a drift in machine load hits all alike.
+        for case in names if round_ % 2 == 0 else names[::-1]:
             times[case] += cases[case](round_, steps)
     medians = {case: statistics.median(ts) for case, ts in times.items()}
     rows = []
-    for case in CASES:
+    for case in names:
         rows.append({
             "bench": "train_step", "case": case, "device": device, "encoder": encoder,
             "width": width, "depth": depth, "blocks": blocks, "image_size": image_size,
@@ -269,6 +279,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=int, default=32, help="small_resnet only")
     parser.add_argument("--depth", type=int, default=3, help="small_resnet only")
     parser.add_argument("--blocks", type=int, default=1, help="small_resnet only")
+    parser.add_argument("--channels-last-case", action="store_true",
+                        help="also time the step in channels_last (crashes or is inaccurate on AVX2-only CPUs)")
     args = parser.parse_args(argv)
     options = vars(args)
     json_path = options.pop("json")

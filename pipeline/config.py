@@ -39,6 +39,13 @@ def _require_registered(kind: str, key: str, name: str) -> None:
     require(name in names, key, name, f"a registered {kind}: {', '.join(names)}")
 
 
+# Keys that cannot change a trained model: where the same data is read from, and how often the
+# kNN monitor runs. They are left out of a run's key (a change neither retrains nor invalidates a
+# checkpoint) and out of the training stages' params in dvc.yaml; run.threads and tracking.* are
+# never part of a key either. knn_k stays in: it changes the reported val/knn_top1.
+RESULT_NEUTRAL_KEYS = frozenset({"data.root", "data.download", "supcon.knn_every"})
+
+
 def _require_fraction(key: str, value: float) -> None:
     require(0.0 < value <= 1.0, key, value, "a fraction in (0, 1]")
 

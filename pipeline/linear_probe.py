@@ -55,12 +55,20 @@ def best_keeper(classifier: nn.Module, evaluate: Callable[[], float], path: Path
         if not dist.is_main_process():
             return {}
         accuracy = evaluate()
-        best = checkpoint.load(path)
+        best = _readable_or_none(path)
         if best is None or accuracy > best["val_top1"]:
             atomic.torch_save(path, {"epoch": epoch, "val_top1": accuracy, "model": classifier.state_dict()})
         return {"val/top1": accuracy}
 
     return on_epoch_end
+
+
+def _readable_or_none(path: Path) -> dict | None:
+    """The best-so-far file, or None if absent or unreadable (it is rewritten at the next epoch)."""
+    try:
+        return checkpoint.load(path)
+    except checkpoint.CheckpointUnreadable:
+        return None
 
 
 def linear_evaluation(
@@ -76,6 +84,7 @@ def linear_evaluation(
     resume: dict[str, Any] | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     run_id: str = "",
+    machine: str = "",
 ) -> tuple[nn.Module, list[dict[str, float]]]:
     """Train the probe; returns (uint8 images -> logits with the best val weights, history).
 
@@ -107,7 +116,7 @@ def linear_evaluation(
         logits = predict(head, val_inputs, preprocess=(lambda x: x) if precompute else to_float, device=device)
         return topk_accuracy(logits, data.val.labels)
 
-    best_path = out_dir / "best.pt"
+    best_path = out_dir / checkpoint.BEST
     if resume is None:
         best_path.unlink(missing_ok=True)  # a stale best from another run must not win
     history = fit(
@@ -123,12 +132,13 @@ def linear_evaluation(
             epochs=config.epochs,
             seed=seed,
             device=device,
-            checkpoint_path=out_dir / "last.pt",
+            checkpoint_path=out_dir / checkpoint.LAST,
             spec={"kind": "linear", "in_dim": feature_dim, "num_classes": data.num_classes},
             config=run_config,
             evaluate=best_keeper(classifier, val_top1, best_path),
             on_epoch=on_epoch,
             run_id=run_id,
+            machine=machine,
         ),
         resume=resume,
     )

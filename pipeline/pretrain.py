@@ -101,6 +101,7 @@ def pretrain_contrastive(
             evaluate=monitor,
             on_epoch=run.on_epoch,
             run_id=run.run_id,
+            machine=run.machine,
         ),
         resume=run.resume,
     )

@@ -79,6 +79,7 @@ def train_cross_entropy(
             evaluate=val_monitor(model, data.val, preprocess=preprocess, device=device),
             on_epoch=run.on_epoch,
             run_id=run.run_id,
+            machine=run.machine,
         ),
         resume=run.resume,
     )

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline import atomic, checkpoint, dist, figures, tracking
-from pipeline.config import Params
+from pipeline import atomic, checkpoint, dist, environment, figures, provenance, tracking
+from pipeline.config import RESULT_NEUTRAL_KEYS, Params
 from pipeline.config_schema import as_dict
 from pipeline.device import place_model, resolve_device
 from pipeline.engine import RunContext
@@ -37,24 +37,46 @@ def placer(params: Params, device: torch.device) -> Callable[[nn.Module], nn.Mod
     return place
 
 
-def run_config(params: Params, *sections: str) -> dict:
-    """The resolved config that determines a stage's result (its checkpoint fingerprint)."""
-    config = {name: as_dict(getattr(params, name)) for name in sections}
+def run_config(params: Params, *sections: str, inputs: dict[str, str]) -> dict:
+    """The key of a stage's result (its checkpoint fingerprint): the params that can change it,
+    the digest of every project module this process imported, and the digests of its inputs."""
+    config = {name: _result_params(as_dict(getattr(params, name)), name) for name in sections}
     config["seed"] = params.run.seed
     config["world_size"] = dist.world_size()
+    config["code"] = provenance.code_digests()
+    config["inputs"] = inputs
     return config
 
 
+def _result_params(section: dict, at: str) -> dict:
+    return {
+        key: _result_params(value, f"{at}.{key}") if isinstance(value, dict) else value
+        for key, value in section.items()
+        if f"{at}.{key}" not in RESULT_NEUTRAL_KEYS
+    }
+
+
+def prepared_digest(params: Params) -> str:
+    """Content digest of the prepared store the stage reads (every file, not its location)."""
+    return provenance.directory_digest(paths.prepared(params.data.dataset))
+
+
 @contextmanager
-def tracked_run(params: Params, *, stage: str, method: str, resume: dict | None) -> Iterator[tracking.Run | tracking.NullRun]:
-    """The stage's MLflow run (reopened after an interruption), tagged and with params logged."""
+def tracked_run(params: Params, device: torch.device, *, stage: str, method: str, resume: dict | None) -> Iterator[tracking.Run | tracking.NullRun]:
+    """The stage's MLflow run (reopened after an interruption), tagged and with params logged.
+
+    A new run is tagged with the commit and the machine it runs on. A resumed run keeps them and
+    adds the commit it was resumed at (its code is the same: the key holds the code digests) and,
+    if it moved to another kind of machine, says so (bit-exact resume holds on one machine only).
+    """
+    env = environment.run_environment(device)
     tags = {
         "stage": stage,
         "method": method,
         "dataset": params.data.dataset,
         "encoder": params.model.encoder,
         "seed": str(params.run.seed),
-        "git_commit": tracking.git_commit(),
+        **_machine_tags(env, resume),
     }
     with tracking.start_run(
         uri=tracking.tracking_uri(params.tracking.uri, paths.mlflow_db()),
@@ -67,11 +89,34 @@ def tracked_run(params: Params, *, stage: str, method: str, resume: dict | None)
         yield run
 
 
-def resume_state(path: Path, config: dict) -> dict | None:
-    """The checkpoint to continue from, or None (no checkpoint, or one from other params)."""
-    state = checkpoint.load_matching(path, config)
-    if state is None and path.exists() and dist.is_main_process():
-        print(f"{path}: written with other params; starting over")
+def _machine_tags(env: dict[str, str], resume: dict | None) -> dict[str, str]:
+    commit = tracking.git_commit()
+    if resume is None:
+        return {"git_commit": commit, **env, "machine": environment.machine_key(env)}
+    tags = {"resumed_at_commit": commit}
+    here = environment.machine_key(env)
+    if resume.get("machine") and resume["machine"] != here:
+        if dist.is_main_process():
+            print(f"resuming on another kind of machine ({here}, was {resume['machine']}): the result may differ slightly from an uninterrupted run")
+        tags.update({"resumed_on_other_machine": here, **{f"resumed_{k}": v for k, v in env.items()}})
+    return tags
+
+
+def resume_state(path: Path, config: dict, *, epochs: int) -> dict | None:
+    """The checkpoint to continue from, or None (none, unreadable, or another run's: a notice says which).
+
+    A finished checkpoint of this very run (same params, code and inputs) is reported again
+    without training, and the notice says so: it is the same result, never a new run's.
+    """
+    state, notice = checkpoint.resumable(path, config)
+    if dist.is_main_process():
+        if notice:
+            print(notice)
+        if state is not None and state["epoch"] >= epochs:
+            print(
+                f"{path}: already finished by MLflow run {state.get('mlflow_run_id') or '(none)'} with the same params, "
+                "code and inputs; reporting that run again without training (delete the file to train anew)"
+            )
     return state
 
 
@@ -80,7 +125,13 @@ def run_context(params: Params, device: torch.device, run, *, checkpoint_path: P
     return RunContext(
         seed=params.run.seed, device=device, checkpoint_path=checkpoint_path, config=config, resume=resume,
         on_epoch=epoch_logger(run), run_id=run.run_id, wrap=placer(params, device),
+        machine=machine(device),
     )  # fmt: skip
+
+
+def machine(device: torch.device) -> str:
+    """The kind of machine this process trains on (stored in checkpoints)."""
+    return environment.machine_key(environment.run_environment(device))
 
 
 def epoch_logger(run: tracking.Run | tracking.NullRun) -> Callable[[int, dict[str, float]], None]:
@@ -98,11 +149,12 @@ def summarize(history: list[dict[str, float]]) -> dict[str, float]:
     return summary
 
 
-def finish(run: tracking.Run | tracking.NullRun, stage: str, metrics: dict, history: list[dict[str, float]]) -> None:
+def finish(run: tracking.Run | tracking.NullRun, stage: str, metrics: dict, history: list[dict[str, float]], device: torch.device) -> None:
     """Write metrics/<stage>.json and plots/<stage>.csv, log them and the curves to MLflow."""
     if not dist.is_main_process():
         return
-    metrics = {"mlflow_run_id": run.run_id, **metrics}
+    env = environment.run_environment(device)
+    metrics = {"mlflow_run_id": run.run_id, **metrics, "environment": {**env, "machine": environment.machine_key(env)}}
     atomic.write_json(paths.metrics_file(stage), metrics)
     atomic.write_text(paths.plot_file(stage), _history_csv(history))
     # Curves already have one point per epoch; a summary value logged again (at step 0) would
@@ -113,7 +165,7 @@ def finish(run: tracking.Run | tracking.NullRun, stage: str, metrics: dict, hist
     figure = figures.training_curves(history, stage)
     run.log_figure(figure, f"curves/{stage}.png")
     figures.close(figure)
-    print(f"{stage}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items() if k != "mlflow_run_id"))
+    print(f"{stage}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items() if k not in ("mlflow_run_id", "environment")))
 
 
 def log_confusion(run: tracking.Run | tracking.NullRun, matrix: torch.Tensor, class_names: list[str], stage: str) -> None:

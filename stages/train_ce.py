@@ -3,7 +3,7 @@
 The final model is scored once on the test split; checkpoints every epoch and resumes.
 """
 
-from pipeline import dist
+from pipeline import checkpoint, dist
 from pipeline.config import Params
 from pipeline.data import load_prepared
 from pipeline.evaluate import classification_metrics, confusion_matrix
@@ -19,10 +19,10 @@ def train(params: Params) -> None:
     device = common.runtime(params)
     data = load_prepared(paths.prepared(params.data.dataset))
     train_split = data.subset(params.data.train_fraction)
-    checkpoint_path = paths.model_dir("ce") / "last.pt"
-    config = common.run_config(params, "data", "model", "ce")
-    resume = common.resume_state(checkpoint_path, config)
-    with common.tracked_run(params, stage=STAGE, method="ce", resume=resume) as run:
+    checkpoint_path = paths.model_dir("ce") / checkpoint.LAST
+    config = common.run_config(params, "data", "model", "ce", inputs={"prepared": common.prepared_digest(params)})
+    resume = common.resume_state(checkpoint_path, config, epochs=params.ce.epochs)
+    with common.tracked_run(params, device, stage=STAGE, method="ce", resume=resume) as run:
         context = common.run_context(params, device, run, checkpoint_path=checkpoint_path, config=config, resume=resume)
         model, history = train_cross_entropy(data, train_split, model_config=params.model, config=params.ce, run=context)
         if not dist.is_main_process():
@@ -31,7 +31,7 @@ def train(params: Params) -> None:
         logits = predict(model, data.test.images, preprocess=preprocess, device=device)
         test = classification_metrics(logits, data.test.labels, "test")
         common.log_confusion(run, confusion_matrix(logits, data.test.labels), data.class_names, STAGE)
-        common.finish(run, STAGE, {"method": "ce", "train_images": len(train_split.labels), **common.summarize(history), **test}, history)
+        common.finish(run, STAGE, {"method": "ce", "train_images": len(train_split.labels), **common.summarize(history), **test}, history, device)
         run.log_artifact(checkpoint_path, "checkpoint")
 
 

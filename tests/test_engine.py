@@ -107,8 +107,8 @@ def test_resumed_run_matches_an_uninterrupted_one_exactly(tmp_path, stop_after):
     # A new process: fresh objects, the same config, and whatever the checkpoint holds.
     torch.manual_seed(12345)  # the global RNG state of a fresh process must not matter
     second = _resnet_spec(tmp_path / "split", epochs=3)
-    resume = checkpoint.load_matching(tmp_path / "split" / "last.pt", second.config)
-    assert resume is not None and resume["epoch"] == stop_after
+    resume, notice = checkpoint.resumable(tmp_path / "split" / "last.pt", second.config)
+    assert resume is not None and resume["epoch"] == stop_after and notice is None
     resumed = fit(second, resume=resume)
 
     assert _without_timing(resumed) == _without_timing(expected)
@@ -123,17 +123,59 @@ def test_finished_checkpoint_resumes_to_no_more_training(tmp_path):
     again = _resnet_spec(tmp_path, epochs=2)
     calls = []
     again.loss_fn = lambda *batch: calls.append(batch)  # must never run
-    assert fit(again, resume=checkpoint.load_matching(tmp_path / "last.pt", again.config)) == history
+    assert fit(again, resume=checkpoint.resumable(tmp_path / "last.pt", again.config)[0]) == history
     assert calls == []
 
 
-def test_checkpoint_of_other_config_is_not_resumed(tmp_path):
-    fit(_resnet_spec(tmp_path, epochs=1, config={"lr": 0.05, "seed": 3}))
+def test_checkpoint_of_another_run_is_not_resumed_and_the_notice_says_what_differs(tmp_path):
+    key = {"supcon": {"temperature": 0.1}, "seed": 3, "code": {"pipeline.losses": "aaaa", "pipeline.engine": "bbbb"}, "inputs": {"prepared": "cccc"}}
+    fit(_resnet_spec(tmp_path, epochs=1, config=key))
     path = tmp_path / "last.pt"
-    assert checkpoint.load_matching(path, {"lr": 0.05, "seed": 3})["epoch"] == 1
-    assert checkpoint.load_matching(path, {"lr": 0.1, "seed": 3}) is None
-    assert checkpoint.load_matching(path, {"seed": 3}) is None
-    assert checkpoint.load_matching(tmp_path / "missing.pt", {"lr": 0.05, "seed": 3}) is None
+    state, notice = checkpoint.resumable(path, key)
+    assert state["epoch"] == 1 and notice is None
+
+    edited = {**key, "code": {**key["code"], "pipeline.losses": "dddd"}}
+    state, notice = checkpoint.resumable(path, edited)
+    assert state is None and "code (pipeline.losses)" in notice and "starting over" in notice
+    other_data = {**key, "inputs": {"prepared": "eeee"}}
+    assert "inputs (prepared)" in checkpoint.resumable(path, other_data)[1]
+    other_params = {**key, "supcon": {"temperature": 0.5}}
+    assert "params (supcon.temperature)" in checkpoint.resumable(path, other_params)[1]
+    assert checkpoint.resumable(tmp_path / "missing.pt", key) == (None, None)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "pickled_code"])
+def test_unreadable_checkpoint_gives_a_notice_and_a_fresh_start(tmp_path, damage):
+    fit(_resnet_spec(tmp_path, epochs=1))
+    path = tmp_path / "last.pt"
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"\x00not a checkpoint" * 50)
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:  # a checkpoint that would run code when unpickled must be refused (weights_only)
+        torch.save({"format": checkpoint.FORMAT, "hook": print}, path)
+
+    state, notice = checkpoint.resumable(path, {"lr": 0.05, "seed": 3})
+
+    assert state is None and notice.startswith(f"{path}: not a readable checkpoint") and "starting over" in notice
+    assert "\n" not in notice
+    with pytest.raises(checkpoint.CheckpointUnreadable, match="delete it and rerun"):
+        checkpoint.load(path)
+    # and training starts over and writes a good checkpoint
+    fit(_resnet_spec(tmp_path, epochs=1))
+    assert checkpoint.load(path)["epoch"] == 1
+
+
+def test_checkpoint_of_an_older_format_is_not_resumed(tmp_path):
+    fit(_resnet_spec(tmp_path, epochs=1))
+    path = tmp_path / "last.pt"
+    state = checkpoint.load(path)
+    torch.save({**state, "format": 1}, path)
+    state, notice = checkpoint.resumable(path, {"lr": 0.05, "seed": 3})
+    assert state is None and "older version" in notice
 
 
 def test_fingerprint_ignores_key_order_but_not_values():

@@ -141,6 +141,9 @@ def test_dvc_repro_runs_every_stage_and_writes_the_declared_outputs(project):
     assert compare["test/top1/supcon"] == metrics(repo, "linear_eval")["test/top1"]
     assert compare["test/top1/ce"] == metrics(repo, "train_ce")["test/top1"]
     assert "supcon (linear eval) vs cross-entropy" in output
+    # A log, not a terminal: one line per epoch, no progress-bar refreshes.
+    assert "\r" not in output + project["repro"].stderr
+    assert f"supcon epoch {EPOCHS}/{EPOCHS}: train/loss" in output and "ce epoch 1/" in output
 
     curves = {
         "pretrain_supcon": (EPOCHS, "val_knn_top1"),
@@ -337,3 +340,43 @@ def test_comparison_notebook_runs_on_the_pipeline_outputs(project):
     outputs = "".join(str(out.get("data", {}).get("text/plain", "")) for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs)
     assert "supcon (linear eval)" in outputs and "test/top1" in outputs
     assert "pretrain_supcon" in outputs and "train_ce" in outputs
+
+
+def test_a_code_change_trains_again_and_an_unchanged_rerun_reports_the_same_run(project):
+    folder = workdir(project, "stale", supcon={"epochs": 2})
+    for package in ("stages", "pipeline"):  # the stages run this copy (the working directory comes first on sys.path)
+        shutil.copytree(REPO / package, folder / package, ignore=shutil.ignore_patterns("__pycache__"))
+    first = stage("pretrain_supcon", folder)
+    stage("linear_eval", folder)
+    assert "supcon epoch 2/2" in first.stdout
+    first_id = metrics(folder, "pretrain_supcon")["mlflow_run_id"]
+
+    # Settings that cannot change the model: the same run is reported again, saying so, untrained.
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    params["run"]["threads"], params["supcon"]["knn_every"], params["data"]["root"] = 2, 2, str(folder)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    again = stage("pretrain_supcon", folder)
+    assert f"already finished by MLflow run {first_id}" in again.stdout and "epoch 1/2" not in again.stdout
+    assert metrics(folder, "pretrain_supcon")["mlflow_run_id"] == first_id
+
+    # An edit to the loss: the old checkpoint belongs to other code, so the stage trains anew.
+    losses = folder / "pipeline" / "losses.py"
+    losses.write_text(losses.read_text() + "\n# an edit\n")
+    edited = stage("pretrain_supcon", folder)
+    assert "written by a run with other code (pipeline.losses); starting over" in edited.stdout
+    assert "supcon epoch 1/2" in edited.stdout and "resuming" not in edited.stdout
+    assert metrics(folder, "pretrain_supcon")["mlflow_run_id"] != first_id
+    # The probe keys on the encoder checkpoint's bytes (its own code did not change).
+    probe = stage("linear_eval", folder)
+    assert "written by a run with other inputs (encoder); starting over" in probe.stdout
+    assert sorted(r.data.tags["stage"] for r in all_runs(folder)) == ["linear_eval", "linear_eval", "pretrain_supcon", "pretrain_supcon"]
+
+
+def test_runs_record_where_they_ran(project):
+    repo = project["repo"]
+    for name in TRAINING_STAGES:
+        recorded = metrics(repo, name)["environment"]
+        assert {"env/torch", "env/onednn", "env/cpu_model", "env/cpu_isa", "env/gpu", "env/packages_sha256"} <= set(recorded)
+        tags = {r.data.tags["stage"]: r.data.tags for r in all_runs(repo)}[name]
+        assert tags["env/torch"] == recorded["env/torch"] == torch.__version__
+        assert tags["env/cpu_isa"] == recorded["env/cpu_isa"] and tags["machine"]

@@ -1,0 +1,49 @@
+"""`python -m stages.check_reference [--rev REV]`: fresh metrics/ against the committed reference.
+
+Not a DVC stage: run it after `dvc repro -f` (or `make repro` on changed code) to see whether
+this machine reproduces the committed results (metrics/*.json at REV, default HEAD) within
+the tolerance pipeline/reference.py states. Exits 1 if a number is outside it.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+
+from pipeline.errors import UserError
+from pipeline.reference import COMPARED, compare_results, format_table
+from stages import paths
+
+
+def _committed(stage: str, rev: str) -> dict:
+    shown = subprocess.run(["git", "show", f"{rev}:{paths.metrics_file(stage).as_posix()}"], capture_output=True, text=True)
+    if shown.returncode != 0:
+        raise UserError(f"{paths.metrics_file(stage)}: not committed at {rev}; nothing to compare with")
+    return json.loads(shown.stdout)
+
+
+def _fresh(stage: str) -> dict:
+    path = paths.metrics_file(stage)
+    if not path.is_file():
+        raise UserError(f"{path}: missing; run `dvc repro` first")
+    return json.loads(path.read_text())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rev", default="HEAD", help="git revision holding the reference metrics/")
+    args = parser.parse_args(argv)
+    stages = sorted({stage for stage, _ in COMPARED})
+    try:
+        rows = compare_results({s: _committed(s, args.rev) for s in stages}, {s: _fresh(s) for s in stages})
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(format_table(rows))
+    outside = [r for r in rows if not r.ok]
+    print(f"{len(rows) - len(outside)} of {len(rows)} within tolerance")
+    raise SystemExit(1 if outside else 0)
+
+
+if __name__ == "__main__":
+    main()
