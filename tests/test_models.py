@@ -8,7 +8,6 @@ from torchvision.models.resnet import BasicBlock
 from pipeline.models import (
     ENCODERS,
     CrossEntropyModel,
-    LinearClassifier,
     ProjectionHead,
     SupConModel,
     build_ce_model,
@@ -149,13 +148,6 @@ def test_mlp_head_hidden_width_is_the_encoder_width():
 def test_unknown_head_kind_is_rejected():
     with pytest.raises(ValueError, match="mlp, linear"):
         ProjectionHead(64, 16, kind="bn-mlp")
-
-
-def test_linear_classifier_is_one_affine_map():
-    torch.manual_seed(0)
-    clf = LinearClassifier(8, 3)
-    r = torch.randn(4, 8)
-    torch.testing.assert_close(clf(r), r @ clf.fc.weight.T + clf.fc.bias)
 
 
 def test_supcon_model_gives_unit_features_and_trains_encoder():

@@ -93,6 +93,27 @@ def without_timing(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING} for row in history]
 
 
+def rescored_ce_top1(repo: Path) -> float:
+    """test top-1 of models/ce/last.pt, rebuilt from its checkpoint, on the prepared test split."""
+    from pipeline.data import load_prepared
+    from pipeline.evaluate import topk_accuracy
+    from pipeline.models import build_ce_model
+    from pipeline.preprocess import eval_preprocess, predict
+
+    state = torch.load(repo / "models/ce/last.pt", weights_only=True)
+    model = build_ce_model(**{k: v for k, v in state["spec"].items() if k != "kind"})
+    model.load_state_dict(state["model"])
+    data = load_prepared(repo / "data/prepared/fashion_mnist")
+    preprocess = eval_preprocess(data.image_size, data.channels, data.mean, data.std)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the stage ran (run.threads 1): the same kernels, the same logits
+    try:
+        logits = predict(model.eval(), data.test.images, preprocess=preprocess, device=torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    return topk_accuracy(logits, data.test.labels)
+
+
 def workdir(project: dict, name: str, **sections: dict) -> Path:
     """A fresh folder holding the project's prepared data and a tiny params.yaml."""
     folder = project["root"] / name
@@ -131,11 +152,11 @@ def test_dvc_repro_runs_every_stage_and_writes_the_declared_outputs(project):
 
     pretrain = metrics(repo, "pretrain_supcon")
     assert pretrain["method"] == "supcon" and pretrain["epochs"] == EPOCHS and pretrain["train_images"] == 160
-    assert 0.0 <= pretrain["val/knn_top1"] <= 1.0 and pretrain["train/loss"] > 0
     for name, epochs in (("train_ce", EPOCHS), ("linear_eval", 2)):
         scored = metrics(repo, name)
-        assert 0.0 <= scored["test/top1"] <= 1.0 and "test/ece" in scored and "val/top1" in scored
-        assert scored["epochs"] == epochs
+        assert "test/ece" in scored and "val/top1" in scored and scored["epochs"] == epochs
+    # The reported test top-1 is what the saved model scores on the test split, recomputed here.
+    assert metrics(repo, "train_ce")["test/top1"] == rescored_ce_top1(repo)
     assert metrics(repo, "linear_eval")["best_epoch"] in (1, 2)
     compare = metrics(repo, "compare")
     assert compare["test/top1/supcon"] == metrics(repo, "linear_eval")["test/top1"]
@@ -284,8 +305,8 @@ def test_simclr_pretraining_and_its_linear_evaluation(project):
 
     pretrain, linear = metrics(folder, "pretrain_supcon"), metrics(folder, "linear_eval")
     assert pretrain["method"] == linear["method"] == "simclr"
-    assert pretrain["train/loss"] != metrics(project["repo"], "pretrain_supcon")["train/loss"]
-    assert 0.0 <= linear["test/top1"] <= 1.0
+    assert torch.load(folder / "models/supcon/last.pt", weights_only=True)["config"]["supcon"]["method"] == "simclr"
+    assert "test/top1" in linear
     runs = all_runs(folder)
     assert sorted(r.data.tags["stage"] for r in runs) == ["linear_eval", "pretrain_supcon"]
     assert {r.data.tags["method"] for r in runs} == {"simclr"}

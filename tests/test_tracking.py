@@ -115,11 +115,19 @@ def test_an_exception_marks_the_run_failed(store):
     assert client.get_run(run_id).info.status == "FAILED"
 
 
-def test_null_run_accepts_every_call():
-    run = tracking.NullRun()
+def test_only_the_main_process_logs(store, monkeypatch, tmp_path):
+    uri, client, experiment = store
+    monkeypatch.setattr(tracking.dist, "is_main_process", lambda: False)
+    artifact = tmp_path / "metrics.json"
+    artifact.write_text("{}")
+
+    with _open(uri, experiment) as run:
+        run.log_metrics({"train/loss": 1.0}, step=1)
+        run.log_artifact(artifact, "metrics")
+        run.set_tags({"x": "y"})
+
     assert run.run_id == ""
-    assert run.log_metrics({"a": 1.0}, step=1) is None
-    assert run.anything_else("x", y=2) is None
+    assert client.get_experiment_by_name(experiment) is None  # nothing created, nothing logged
 
 
 def test_git_commit_is_a_hash_inside_git_and_unknown_outside(tmp_path):
