@@ -22,6 +22,8 @@ from pipeline.errors import UserError
 from pipeline.provenance import changed_keys
 
 FORMAT = 2  # 2: config holds code and input digests; loaded with weights_only
+# A training run's files: LAST after every epoch (resume); BEST the weights that scored highest
+# on val so far (model selection, linear probe), {"format", "epoch", "val_top1", "model"}.
 LAST, BEST = "last.pt", "best.pt"
 _NAMED_CHANGES = 4  # changed keys a notice names before "and N more"
 
@@ -75,6 +77,20 @@ def load(path: Path) -> dict[str, Any] | None:
     if not isinstance(state, dict):
         raise CheckpointUnreadable(path, f"holds a {type(state).__name__}, not a checkpoint dict")
     return state
+
+
+def save_best(path: Path, *, model: nn.Module, epoch: int, val_top1: float) -> None:
+    """Write the BEST file: the model's weights after `epoch` (1-based) and their val top-1."""
+    atomic.torch_save(path, {"format": FORMAT, "epoch": epoch, "val_top1": val_top1, "model": unwrap(model).state_dict()})
+
+
+def best_so_far(path: Path) -> dict[str, Any] | None:
+    """The BEST file, or None if absent, unreadable or of an older format (the next epoch rewrites it)."""
+    try:
+        state = load(path)
+    except CheckpointUnreadable:
+        return None
+    return state if state is not None and state.get("format") == FORMAT else None
 
 
 def resumable(path: Path, config: dict) -> tuple[dict[str, Any] | None, str | None]:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline import atomic, checkpoint, dist, recipe
+from pipeline import checkpoint, dist, recipe
 from pipeline.augment import eval_transform
 from pipeline.config import LinearConfig
 from pipeline.data import PreparedDataset, Split
@@ -55,20 +55,12 @@ def best_keeper(classifier: nn.Module, evaluate: Callable[[], float], path: Path
         if not dist.is_main_process():
             return {}
         accuracy = evaluate()
-        best = _readable_or_none(path)
+        best = checkpoint.best_so_far(path)
         if best is None or accuracy > best["val_top1"]:
-            atomic.torch_save(path, {"epoch": epoch, "val_top1": accuracy, "model": classifier.state_dict()})
+            checkpoint.save_best(path, model=classifier, epoch=epoch, val_top1=accuracy)
         return {"val/top1": accuracy}
 
     return on_epoch_end
-
-
-def _readable_or_none(path: Path) -> dict | None:
-    """The best-so-far file, or None if absent or unreadable (it is rewritten at the next epoch)."""
-    try:
-        return checkpoint.load(path)
-    except checkpoint.CheckpointUnreadable:
-        return None
 
 
 def linear_evaluation(

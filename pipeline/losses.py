@@ -47,8 +47,9 @@ def supcon_loss(
     base_temperature: float | None = None,
     variant: str = "out",
     block_size: int | None = None,
+    across_ranks: bool = False,
 ) -> torch.Tensor:
-    """SupCon loss of one batch; SimCLR (NT-Xent) when labels is None.
+    """SupCon loss of one batch; SimCLR (NT-Xent) when labels is None. The one loss entry.
 
     features: [B, V, D], V >= 1 views per image, ALREADY L2-normalised along D (not
         renormalised here). Half/bfloat16 inputs are computed in float32, float64 stays float64.
@@ -58,42 +59,30 @@ def supcon_loss(
     variant: "out" (Eq. 2, the paper's default) or "in" (Eq. 3).
     block_size: process anchors in blocks of this many rows (peak memory O(B*V * block_size));
         None picks the dense path up to DENSE_MAX_ELEMENTS similarities, blockwise above.
+    across_ranks: under data-parallel training, contrast this rank's anchors against the
+        features of every rank (every rank the same B, the same labels choice). Features are
+        gathered with gradient, so each rank's features get the gradient of every rank's
+        anchors. Returned then: world_size * (sum of local anchor losses) / (anchors with a
+        positive on all ranks); its mean over ranks is the single-process loss of the
+        concatenated batch, and after DDP averages gradients they equal the single-process
+        ones. With one process (or torch.distributed not initialised) it changes nothing.
     Returns a scalar: the mean over anchors that have at least one positive; anchors without one
     are left out. Raises ValueError for bad arguments or when no anchor has a positive.
     """
     _check_options(temperature, base_temperature, variant, block_size)
     _check_inputs(features, labels)
     rows = features.shape[0] * features.shape[1]
-    return _reduced_loss(features, labels, 0, rows, 1, temperature, base_temperature, variant,
-                         block_size)
+    first, world = 0, 1
+    if across_ranks and dist.world_size() > 1:
+        first, world = dist.rank() * rows, dist.world_size()
+        features = dist.gather_with_grad(features)
+        labels = None if labels is None else dist.gather_no_grad(labels)
+    return _reduced_loss(features, labels, first, rows, world, temperature, base_temperature, variant, block_size)
 
 
-def distributed_supcon_loss(
-    features: torch.Tensor,
-    labels: torch.Tensor | None = None,
-    *,
-    temperature: float = 0.1,
-    base_temperature: float | None = None,
-    variant: str = "out",
-    block_size: int | None = None,
-) -> torch.Tensor:
-    """SupCon loss for data-parallel training: local anchors against the features of all ranks.
-
-    features: [B, V, D] this rank's share (every rank the same B), normalised as in supcon_loss.
-    labels: [B] or None, the same choice on every rank. Other arguments: as in supcon_loss.
-    Features are gathered with gradient, so each rank's features get the gradient of every
-    rank's anchors. Returned: world_size * (sum of local anchor losses) / (anchors with a
-    positive on all ranks). Its mean over ranks is the single-process loss of the concatenated
-    batch, and after DDP averages gradients over ranks they equal the single-process gradients.
-    Without torch.distributed initialised this equals supcon_loss.
-    """
-    _check_options(temperature, base_temperature, variant, block_size)
-    _check_inputs(features, labels)
-    local_rows = features.shape[0] * features.shape[1]
-    all_features = dist.gather_with_grad(features)
-    all_labels = None if labels is None else dist.gather_no_grad(labels)
-    return _reduced_loss(all_features, all_labels, dist.rank() * local_rows, local_rows,
-                         dist.world_size(), temperature, base_temperature, variant, block_size)
+def distributed_supcon_loss(features: torch.Tensor, labels: torch.Tensor | None = None, **options) -> torch.Tensor:
+    """`supcon_loss(..., across_ranks=True)`: local anchors against the features of all ranks."""
+    return supcon_loss(features, labels, across_ranks=True, **options)
 
 
 def _reduced_loss(features, labels, first, count, world, temperature, base_temperature,
@@ -113,7 +102,7 @@ def _reduced_loss(features, labels, first, count, world, temperature, base_tempe
 
 
 class SupConLoss(nn.Module):
-    """Module form of supcon_loss; distributed=True uses distributed_supcon_loss instead."""
+    """Module form of supcon_loss; distributed=True contrasts against every rank's features."""
 
     def __init__(
         self,
@@ -130,11 +119,10 @@ class SupConLoss(nn.Module):
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """features: [B, V, D] L2-normalised, labels: [B] or None -> scalar loss."""
-        loss_fn = distributed_supcon_loss if self.distributed else supcon_loss
-        return loss_fn(
+        return supcon_loss(
             features, labels, temperature=self.temperature,
             base_temperature=self.base_temperature, variant=self.variant,
-            block_size=self.block_size,
+            block_size=self.block_size, across_ranks=self.distributed,
         )
 
     def extra_repr(self) -> str:

@@ -11,7 +11,7 @@ from pipeline.config import ModelConfig, SupConConfig
 from pipeline.data import PreparedDataset, Split
 from pipeline.engine import FitSpec, RunContext, fit
 from pipeline.evaluate import knn_top1
-from pipeline.losses import distributed_supcon_loss, supcon_loss
+from pipeline.losses import supcon_loss
 from pipeline.models import build_supcon_model
 from pipeline.preprocess import Normalize, eval_preprocess, predict
 
@@ -21,20 +21,19 @@ def contrastive_loss_fn(
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """images uint8 [B, C, H, W], labels [B] -> scalar loss over V augmented views per image."""
     use_labels = config.method == "supcon"
-    # Under DDP the anchors of this rank contrast against the features of every rank.
-    loss = distributed_supcon_loss if dist.world_size() > 1 else supcon_loss
 
     def loss_fn(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         batch = views(images)  # [B, V, C, S, S] floats in [0, 1]
         size, count = batch.shape[:2]
         z = model(normalize(batch.flatten(0, 1)))  # [B*V, D], unit norm, b-major
         features = z.view(size, count, -1)
-        return loss(
+        return supcon_loss(
             features,
             labels if use_labels else None,
             temperature=config.temperature,
             base_temperature=config.base_temperature,
             variant=config.variant,
+            across_ranks=True,  # under DDP this rank's anchors contrast against every rank's features
         )
 
     return loss_fn

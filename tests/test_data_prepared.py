@@ -76,11 +76,11 @@ def test_subsets_are_stratified_views_of_train(tmp_path):
 
 def test_mmap_and_in_memory_loads_agree_without_warnings(tmp_path):
     write_fashion_mnist(tmp_path / "raw")
-    _prepare(tmp_path / "raw", tmp_path / "store", val_fraction=0.0)
+    _prepare(tmp_path / "raw", tmp_path / "store", val_fraction=0.2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torch.from_numpy warns on read-only arrays
         mapped, loaded = load_prepared(tmp_path / "store"), load_prepared(tmp_path / "store", mmap=False)
-    assert torch.equal(mapped.train.images, loaded.train.images) and len(mapped.val) == 0
+    assert torch.equal(mapped.train.images, loaded.train.images) and len(mapped.val) == len(loaded.val) > 0
     before = _store_bytes(tmp_path / "store")
     mapped.train.images[0] += 1  # copy-on-write: the tensor changes, the file does not
     assert _store_bytes(tmp_path / "store") == before
@@ -197,8 +197,9 @@ def test_missing_root_names_the_path(tmp_path):
     [
         ({"dataset": "mnist"}, "data.dataset"),
         ({"val_fraction": 1.0}, "data.val_fraction"),
-        ({"fractions": [0.0]}, "data.fractions"),
-        ({"fractions": []}, "data.fractions"),
+        ({"val_fraction": 0.0}, "data.val_fraction"),  # the same rule as params.yaml's: val selects models
+        ({"fractions": [0.0]}, "reduced.fractions"),
+        ({"fractions": []}, "reduced.fractions"),
         ({"image_size": 0}, "data.image_size"),
     ],
 )

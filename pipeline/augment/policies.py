@@ -43,7 +43,7 @@ def _check_spec(spec: AugmentSpec) -> None:
         ("channels", spec.channels, spec.channels in (1, 3), "1 or 3"),
         ("strength", spec.strength, spec.strength >= 0, "a number >= 0"),
         ("crop_scale", spec.crop_scale, 0 < lo <= hi <= 1, "(lo, hi) with 0 < lo <= hi <= 1"),
-        ("randaugment_n", spec.randaugment_n, spec.randaugment_n >= 0, "an integer >= 0"),
+        ("randaugment_n", spec.randaugment_n, spec.randaugment_n >= 1, "an integer >= 1"),
         ("randaugment_m", spec.randaugment_m, 0 <= spec.randaugment_m <= 30, "an integer in [0, 30]"),
     ]
     for key, value, ok, allowed in checks:

@@ -47,10 +47,11 @@ def _check_arguments(dataset: str, image_size: int | None, val_fraction: float, 
         raise ConfigError("data.dataset", dataset, f"one of {', '.join(DATASETS.names())}")
     if image_size is not None and image_size < 1:
         raise ConfigError("data.image_size", image_size, "a positive integer or null")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ConfigError("data.val_fraction", val_fraction, "a number in [0, 1)")
+    # The same rules as pipeline/config.py's for these keys (val selects models: it cannot be empty).
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError("data.val_fraction", val_fraction, "a fraction in (0, 1)")
     if not fractions or any(not 0.0 < f <= 1.0 for f in fractions):
-        raise ConfigError("data.fractions", list(fractions), "a non-empty list of numbers in (0, 1]")
+        raise ConfigError("data.train_fraction / reduced.fractions", list(fractions), "fractions in (0, 1]")
 
 
 def _write_split(out_dir: Path, name: str, images: np.ndarray, labels: np.ndarray, indices: np.ndarray | None) -> None:
