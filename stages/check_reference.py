@@ -1,7 +1,8 @@
 """`python -m stages.check_reference [--rev REV]`: fresh metrics/ against the committed reference.
 
-Not a DVC stage: run it after `dvc repro -f` (or `make repro` on changed code) to see whether
-this machine reproduces the committed results (metrics/*.json at REV, default HEAD) within
+Not a DVC stage: run it after training anew (`rm -rf models && make repro`; with models/ in
+place a forced rerun only reports the finished runs again) to see whether this machine
+reproduces the committed results (metrics/*.json at REV, default HEAD) within
 the tolerance pipeline/reference.py states. Exits 1 if a number is outside it.
 """
 
