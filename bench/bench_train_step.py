@@ -7,10 +7,10 @@
 One step: two SimAugment views of a batch of uint8 images, forward, loss, backward, SGD step.
 Both cases train the same encoder + MLP head (same initial weights) on the same random images
 with 10 classes, at T = 0.1, with SGD (momentum 0.9, weight decay 1e-4).
-- `pipeline`: what `pipeline.engine.fit` runs for SupCon. A uint8 batch indexed from an
-  in-memory tensor, moved to the device; two views from `MultiView(build_augmentation(
+- `pipeline`: what `pipeline.engine.fit` runs for SupCon. A uint8 batch from the in-memory
+  `TensorBatches` source, moved to the device; two views from `MultiView(build_augmentation(
   "simaugment"), 2)` on the device; the model placed by `pipeline.device.place_model`
-  (contiguous on the CPU; channels_last and bf16 autocast on CUDA); `contrastive_loss_fn` (supcon_loss); the engine's own
+  (contiguous on the CPU; channels_last and bf16 autocast on CUDA); `contrastive_loss` (supcon_loss); the engine's own
   `_train_step` with the SGD + per-step schedule of `recipe.optimizer_and_schedule`.
 - `reference`: the loop of HobbitLong/SupContrast's main_supcon.py. A DataLoader (shuffle,
   `workers` processes, pin_memory on CUDA) over a Dataset that builds a PIL image per item, as
@@ -47,13 +47,13 @@ from torchvision import transforms as T
 from bench.bench_loss import dense_supcon_loss
 from bench.common import machine_info, synchronizer
 from pipeline.augment import MultiView, build_augmentation
-from pipeline.batches import batch_indices
+from pipeline.batches import TensorBatches
 from pipeline.config import OptimizerConfig, SupConConfig
 from pipeline.device import place_model
-from pipeline.engine import FitSpec, _train_step  # the loop's own step: the bench times what fit runs
+from pipeline.engine import Loop, _train_step  # the loop's own step: the bench times what fit runs
+from pipeline.methods.contrastive import contrastive_loss
 from pipeline.models import build_supcon_model
 from pipeline.preprocess import Normalize
-from pipeline.pretrain import contrastive_loss_fn
 from pipeline.recipe import optimizer_and_schedule
 
 CASES = ("pipeline", "reference")
@@ -142,17 +142,17 @@ def _pipeline_case(model, images, labels, batch: int, device: torch.device, chan
         placed, OptimizerConfig(name="sgd", lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY),
         num_items=len(images), batch_size=batch, epochs=1000,
     )  # fmt: skip
-    spec = FitSpec(
+    loss = contrastive_loss(views, normalize, config)
+    batches = TensorBatches(images, labels, batch_size=batch, seed=0)
+    loop = Loop(
         name="bench", model=placed, optimizer=optimizer, scheduler=scheduler,
-        loss_fn=contrastive_loss_fn(placed, views, normalize, config), inputs=images, labels=labels,
-        batch_size=batch, epochs=1, seed=0, device=device,
+        loss_fn=lambda inputs, targets: loss(placed, inputs, targets), batches=batches, epochs=1,
     )  # fmt: skip
     placed.train()
 
     def timed(round_: int, steps: int) -> list[float]:
-        order = batch_indices(len(images), batch, seed=0, epoch=round_)
-        indices = itertools.islice(order, WARMUP + steps)
-        return _time_steps(indices, lambda index: _train_step(spec, index), WARMUP, synchronizer(device.type))
+        order = itertools.islice(batches.epoch(round_, rank=0, world_size=1), WARMUP + steps)
+        return _time_steps(order, lambda batch_: _train_step(loop, device, *batch_), WARMUP, synchronizer(device.type))
 
     return timed
 

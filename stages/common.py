@@ -1,21 +1,81 @@
-"""Glue the training stages share: runtime set-up, the MLflow run, and writing metrics and plots."""
+"""Glue the training stages share: one `training_stage` sets a stage's run up (device, data, key,
+resume, MLflow), and its job scores the test split and writes metrics and plots."""
 
 import csv
 import io
 import statistics
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from pipeline import atomic, checkpoint, dist, environment, figures, provenance, tracking
+from pipeline import atomic, checkpoint, dist, environment, figures, methods, provenance, tracking
 from pipeline.config import RESULT_NEUTRAL_KEYS, Params
 from pipeline.config_schema import as_dict
+from pipeline.data import PreparedDataset, Split, load_prepared
 from pipeline.device import place_model, resolve_device
-from pipeline.engine import RunContext
+from pipeline.evaluate import classification_metrics, confusion_matrix
+from pipeline.preprocess import predict
+from pipeline.run_context import RunContext
+from pipeline.training import Trained, train
 from stages import paths
+
+
+@dataclass
+class StageJob:
+    """One training stage's run: what to train on, how it is hosted, and where its results go."""
+
+    stage: str
+    trains: str
+    """The config section whose method this stage trains (supcon, ce, linear)."""
+    params: Params
+    device: torch.device
+    data: PreparedDataset
+    train_split: Split
+    context: RunContext
+    run: tracking.Run | tracking.NullRun
+    env: dict[str, str]
+
+    def train(self, **kwargs) -> Trained:
+        """Train this stage's method on its train split (pipeline.training.train); kwargs: config, model_config, encoder."""
+        return train(self.trains, self.data, self.train_split, run=self.context, **kwargs)
+
+    def score_test(self, predictor: nn.Module) -> dict[str, float]:
+        """Test metrics of `predictor` (uint8 images -> logits), read once; logs the confusion matrix."""
+        logits = predict(predictor, self.data.test.images, preprocess=lambda images: images, device=self.device)
+        log_confusion(self.run, confusion_matrix(logits, self.data.test.labels), self.data.class_names, self.stage)
+        return classification_metrics(logits, self.data.test.labels, "test")
+
+    def finish(self, metrics: dict, history: list[dict[str, float]], test: dict[str, float] | None = None) -> None:
+        """metrics/<stage>.json (`metrics`, the summary of `history`, `test`) and plots/<stage>.csv, logged to MLflow."""
+        summary = {**metrics, "train_images": len(self.train_split.labels), **summarize(history), **(test or {})}
+        finish(self.run, self.stage, summary, history, self.env)
+
+
+@contextmanager
+def training_stage(
+    params: Params, *, stage: str, trains: str, method: str, model_dir: str, sections: tuple[str, ...], epochs: int, inputs: dict[str, str] | None = None
+) -> Iterator[StageJob]:
+    """Set a stage that trains section `trains` up: device, prepared data, the run's key (params
+    `sections`, code, the prepared data and `inputs` digests), resume from
+    models/<model_dir>/last.pt, the MLflow run. `method` names the run (supcon, simclr, ce)."""
+    methods.method(trains)  # imported before the key is taken: its code is part of the key
+    device = runtime(params)
+    data = load_prepared(paths.prepared(params.data.dataset))
+    train_split = data.subset(params.data.train_fraction)
+    checkpoint_path = paths.model_dir(model_dir) / checkpoint.LAST
+    config = run_config(params, *sections, inputs={"prepared": prepared_digest(params), **(inputs or {})})
+    resume = resume_state(checkpoint_path, config, epochs=epochs)
+    env = environment.run_environment(device)
+    with tracked_run(params, env, stage=stage, method=method, resume=resume) as run:
+        context = RunContext(
+            seed=params.run.seed, device=device, checkpoint_path=checkpoint_path, config=config, resume=resume,
+            on_epoch=epoch_logger(run), run_id=run.run_id, machine=environment.machine_key(env), wrap=placer(params, device),
+        )  # fmt: skip
+        yield StageJob(stage=stage, trains=trains, params=params, device=device, data=data, train_split=train_split, context=context, run=run, env=env)
 
 
 def runtime(params: Params) -> torch.device:
@@ -62,14 +122,13 @@ def prepared_digest(params: Params) -> str:
 
 
 @contextmanager
-def tracked_run(params: Params, device: torch.device, *, stage: str, method: str, resume: dict | None) -> Iterator[tracking.Run | tracking.NullRun]:
+def tracked_run(params: Params, env: dict[str, str], *, stage: str, method: str, resume: dict | None) -> Iterator[tracking.Run | tracking.NullRun]:
     """The stage's MLflow run (reopened after an interruption), tagged and with params logged.
 
     A new run is tagged with the commit and the machine it runs on. A resumed run keeps them and
     adds the commit it was resumed at (its code is the same: the key holds the code digests) and,
     if it moved to another kind of machine, says so (bit-exact resume holds on one machine only).
     """
-    env = environment.run_environment(device)
     tags = {
         "stage": stage,
         "method": method,
@@ -120,20 +179,6 @@ def resume_state(path: Path, config: dict, *, epochs: int) -> dict | None:
     return state
 
 
-def run_context(params: Params, device: torch.device, run, *, checkpoint_path: Path, config: dict, resume: dict | None) -> RunContext:
-    """What the library's training functions need to know about this stage run."""
-    return RunContext(
-        seed=params.run.seed, device=device, checkpoint_path=checkpoint_path, config=config, resume=resume,
-        on_epoch=epoch_logger(run), run_id=run.run_id, wrap=placer(params, device),
-        machine=machine(device),
-    )  # fmt: skip
-
-
-def machine(device: torch.device) -> str:
-    """The kind of machine this process trains on (stored in checkpoints)."""
-    return environment.machine_key(environment.run_environment(device))
-
-
 def epoch_logger(run: tracking.Run | tracking.NullRun) -> Callable[[int, dict[str, float]], None]:
     return lambda epoch, metrics: run.log_metrics(metrics, step=epoch)
 
@@ -149,11 +194,10 @@ def summarize(history: list[dict[str, float]]) -> dict[str, float]:
     return summary
 
 
-def finish(run: tracking.Run | tracking.NullRun, stage: str, metrics: dict, history: list[dict[str, float]], device: torch.device) -> None:
+def finish(run: tracking.Run | tracking.NullRun, stage: str, metrics: dict, history: list[dict[str, float]], env: dict[str, str]) -> None:
     """Write metrics/<stage>.json and plots/<stage>.csv, log them and the curves to MLflow."""
     if not dist.is_main_process():
         return
-    env = environment.run_environment(device)
     metrics = {"mlflow_run_id": run.run_id, **metrics, "environment": {**env, "machine": environment.machine_key(env)}}
     atomic.write_json(paths.metrics_file(stage), metrics)
     atomic.write_text(paths.plot_file(stage), _history_csv(history))

@@ -107,3 +107,16 @@ def write_image_tree(root: Path, splits: dict[str, dict[str, int]], sizes=((40, 
                 shape = (height, width) if mode == "L" else (height, width, 3)
                 pixels = rng.integers(0, 256, shape, dtype=np.uint8)
                 Image.fromarray(pixels, mode).save(folder / f"img{i}.png")
+
+
+class Poisoned:
+    """Stands in for the test split's tensors: touching it is a test failure."""
+
+    def __getattr__(self, name):
+        raise AssertionError("the test split was read during training or model selection")
+
+    def __getitem__(self, index):
+        raise AssertionError("the test split was read during training or model selection")
+
+    def __len__(self):
+        raise AssertionError("the test split was read during training or model selection")

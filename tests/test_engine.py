@@ -10,12 +10,14 @@ from torch import nn
 
 from pipeline import checkpoint
 from pipeline.augment import build_augmentation
-from pipeline.engine import FitSpec, TrainingDiverged, fit
+from pipeline.batches import TensorBatches
+from pipeline.engine import Loop, TrainingDiverged, fit
 from pipeline.errors import UserError
 from pipeline.models import build_ce_model
 from pipeline.optim import build_optimizer, build_scheduler
 from pipeline.preprocess import Normalize
-from pipeline.supervised import cross_entropy_loss_fn
+from pipeline.methods.cross_entropy import cross_entropy_loss
+from pipeline.run_context import RunContext
 
 CPU = torch.device("cpu")
 TIMING = ("train/images_per_s", "train/epoch_time_s")
@@ -28,7 +30,7 @@ def _images(n: int = 48, size: int = 8, seed: int = 0) -> tuple[torch.Tensor, to
     return images, torch.arange(n) % 4
 
 
-def _resnet_spec(tmp_path: Path, epochs: int, config: dict | None = None) -> FitSpec:
+def _resnet_spec(tmp_path: Path, epochs: int, config: dict | None = None) -> tuple[Loop, RunContext]:
     """A width-4 small ResNet trained with CE on augmented 8x8 images: every random part of a
     real run (init, batch order, augmentation, momentum, schedule) in a second of CPU time."""
     torch.manual_seed(0)
@@ -38,22 +40,19 @@ def _resnet_spec(tmp_path: Path, epochs: int, config: dict | None = None) -> Fit
     total = 3 * 3  # 48 items, batch 16: 3 steps per epoch; 3 epochs
     scheduler = build_scheduler(optimizer, total_steps=total, warmup_steps=2, schedule="cosine")
     images, labels = _images()
-    return FitSpec(
+    loss = cross_entropy_loss(augment, Normalize([0.5], [0.25]), 0.0)
+    loop = Loop(
         name="tiny",
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
-        loss_fn=cross_entropy_loss_fn(model, augment, Normalize([0.5], [0.25]), 0.0),
-        inputs=images,
-        labels=labels,
-        batch_size=16,
+        loss_fn=lambda inputs, labels: loss(model, inputs, labels),
+        batches=TensorBatches(images, labels, batch_size=16, seed=3),
         epochs=epochs,
-        seed=3,
-        device=CPU,
-        checkpoint_path=tmp_path / "last.pt",
         spec={"kind": "ce"},
-        config=config if config is not None else {"lr": 0.05, "seed": 3},
     )
+    run = RunContext(seed=3, device=CPU, checkpoint_path=tmp_path / "last.pt", config=config if config is not None else {"lr": 0.05, "seed": 3})
+    return loop, run
 
 
 def _without_timing(history: list[dict]) -> list[dict]:
@@ -68,13 +67,12 @@ def test_fit_reduces_the_loss_of_a_linear_model():
     model = nn.Linear(16, 3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    spec = FitSpec(
+    loop = Loop(
         name="linear", model=model, optimizer=optimizer, scheduler=scheduler,
-        loss_fn=lambda x, y: F.cross_entropy(model(x), y),
-        inputs=inputs, labels=labels, batch_size=32, epochs=8, seed=0, device=CPU,
+        loss_fn=lambda x, y: F.cross_entropy(model(x), y), batches=TensorBatches(inputs, labels, batch_size=32, seed=0), epochs=8,
     )  # fmt: skip
 
-    history = fit(spec)
+    history = fit(loop, RunContext(seed=0, device=CPU))
 
     assert [row["epoch"] for row in history] == list(range(1, 9))
     assert history[-1]["train/loss"] < 0.5 * history[0]["train/loss"]
@@ -83,12 +81,12 @@ def test_fit_reduces_the_loss_of_a_linear_model():
 
 
 def test_fit_calls_evaluate_and_on_epoch_once_per_epoch(tmp_path):
-    spec = _resnet_spec(tmp_path, epochs=2)
+    loop, run = _resnet_spec(tmp_path, epochs=2)
     seen = []
-    spec.evaluate = lambda epoch: {"val/fake": float(epoch)}
-    spec.on_epoch = lambda epoch, metrics: seen.append((epoch, metrics["val/fake"], math.isfinite(metrics["train/loss"])))
+    loop.evaluate = lambda epoch: {"val/fake": float(epoch)}
+    run.on_epoch = lambda epoch, metrics: seen.append((epoch, metrics["val/fake"], math.isfinite(metrics["train/loss"])))
 
-    history = fit(spec)
+    history = fit(loop, run)
 
     assert seen == [(1, 1.0, True), (2, 2.0, True)]
     assert [row["val/fake"] for row in history] == [1.0, 2.0]
@@ -98,18 +96,19 @@ def test_fit_calls_evaluate_and_on_epoch_once_per_epoch(tmp_path):
 
 @pytest.mark.parametrize("stop_after", [1, 2])
 def test_resumed_run_matches_an_uninterrupted_one_exactly(tmp_path, stop_after):
-    whole = _resnet_spec(tmp_path / "whole", epochs=3)
-    expected = fit(whole)
+    whole, whole_run = _resnet_spec(tmp_path / "whole", epochs=3)
+    expected = fit(whole, whole_run)
 
-    first = _resnet_spec(tmp_path / "split", epochs=3)
+    first, first_run = _resnet_spec(tmp_path / "split", epochs=3)
     first.epochs = stop_after  # the run is "killed" after `stop_after` epochs
-    fit(first)
+    fit(first, first_run)
     # A new process: fresh objects, the same config, and whatever the checkpoint holds.
     torch.manual_seed(12345)  # the global RNG state of a fresh process must not matter
-    second = _resnet_spec(tmp_path / "split", epochs=3)
-    resume, notice = checkpoint.resumable(tmp_path / "split" / "last.pt", second.config)
+    second, second_run = _resnet_spec(tmp_path / "split", epochs=3)
+    resume, notice = checkpoint.resumable(tmp_path / "split" / "last.pt", second_run.config)
     assert resume is not None and resume["epoch"] == stop_after and notice is None
-    resumed = fit(second, resume=resume)
+    second_run.resume = resume
+    resumed = fit(second, second_run)
 
     assert _without_timing(resumed) == _without_timing(expected)
     for name, tensor in whole.model.state_dict().items():
@@ -118,18 +117,18 @@ def test_resumed_run_matches_an_uninterrupted_one_exactly(tmp_path, stop_after):
 
 
 def test_finished_checkpoint_resumes_to_no_more_training(tmp_path):
-    spec = _resnet_spec(tmp_path, epochs=2)
-    history = fit(spec)
-    again = _resnet_spec(tmp_path, epochs=2)
+    history = fit(*_resnet_spec(tmp_path, epochs=2))
+    again, again_run = _resnet_spec(tmp_path, epochs=2)
     calls = []
     again.loss_fn = lambda *batch: calls.append(batch)  # must never run
-    assert fit(again, resume=checkpoint.resumable(tmp_path / "last.pt", again.config)[0]) == history
+    again_run.resume = checkpoint.resumable(tmp_path / "last.pt", again_run.config)[0]
+    assert fit(again, again_run) == history
     assert calls == []
 
 
 def test_checkpoint_of_another_run_is_not_resumed_and_the_notice_says_what_differs(tmp_path):
     key = {"supcon": {"temperature": 0.1}, "seed": 3, "code": {"pipeline.losses": "aaaa", "pipeline.engine": "bbbb"}, "inputs": {"prepared": "cccc"}}
-    fit(_resnet_spec(tmp_path, epochs=1, config=key))
+    fit(*_resnet_spec(tmp_path, epochs=1, config=key))
     path = tmp_path / "last.pt"
     state, notice = checkpoint.resumable(path, key)
     assert state["epoch"] == 1 and notice is None
@@ -146,7 +145,7 @@ def test_checkpoint_of_another_run_is_not_resumed_and_the_notice_says_what_diffe
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "pickled_code"])
 def test_unreadable_checkpoint_gives_a_notice_and_a_fresh_start(tmp_path, damage):
-    fit(_resnet_spec(tmp_path, epochs=1))
+    fit(*_resnet_spec(tmp_path, epochs=1))
     path = tmp_path / "last.pt"
     data = path.read_bytes()
     if damage == "truncate":
@@ -165,12 +164,12 @@ def test_unreadable_checkpoint_gives_a_notice_and_a_fresh_start(tmp_path, damage
     with pytest.raises(checkpoint.CheckpointUnreadable, match="delete it and rerun"):
         checkpoint.load(path)
     # and training starts over and writes a good checkpoint
-    fit(_resnet_spec(tmp_path, epochs=1))
+    fit(*_resnet_spec(tmp_path, epochs=1))
     assert checkpoint.load(path)["epoch"] == 1
 
 
 def test_checkpoint_of_an_older_format_is_not_resumed(tmp_path):
-    fit(_resnet_spec(tmp_path, epochs=1))
+    fit(*_resnet_spec(tmp_path, epochs=1))
     path = tmp_path / "last.pt"
     state = checkpoint.load(path)
     torch.save({**state, "format": 1}, path)
@@ -184,7 +183,7 @@ def test_fingerprint_ignores_key_order_but_not_values():
 
 
 def test_nan_loss_raises_training_diverged_naming_epoch_and_step_and_keeps_epoch_one(tmp_path):
-    spec = _resnet_spec(tmp_path, epochs=3)
+    spec, run = _resnet_spec(tmp_path, epochs=3)
     real_loss = spec.loss_fn
     calls = {"n": 0}
 
@@ -196,7 +195,7 @@ def test_nan_loss_raises_training_diverged_naming_epoch_and_step_and_keeps_epoch
     spec.loss_fn = loss_fn
 
     with pytest.raises(TrainingDiverged) as caught:
-        fit(spec)
+        fit(spec, run)
 
     assert isinstance(caught.value, UserError)
     message = str(caught.value)
@@ -209,16 +208,16 @@ def test_nan_loss_raises_training_diverged_naming_epoch_and_step_and_keeps_epoch
 
 
 def test_infinite_loss_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path):
-    spec = _resnet_spec(tmp_path, epochs=2)
+    spec, run = _resnet_spec(tmp_path, epochs=2)
     spec.loss_fn = lambda images, labels: spec.model(images.float()).sum() * float("inf")
 
     with pytest.raises(TrainingDiverged, match=r"epoch 1, step 1 of 3; no checkpoint was written"):
-        fit(spec)
+        fit(spec, run)
     assert not (tmp_path / "last.pt").exists()
 
 
 def test_batch_larger_than_the_data_is_a_user_error(tmp_path):
-    spec = _resnet_spec(tmp_path, epochs=1)
-    spec.batch_size = 64
+    spec, run = _resnet_spec(tmp_path, epochs=1)
+    spec.batches.batch_size = 64
     with pytest.raises(UserError, match="batch_size 64 is larger than the 48 training items"):
-        fit(spec)
+        fit(spec, run)

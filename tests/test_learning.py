@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+from fixtures_data import Poisoned
 from pipeline.config import CrossEntropyConfig, LinearConfig, ModelConfig, OptimizerConfig, SupConConfig
 from pipeline.data.prepared import PreparedDataset, Split
-from pipeline.engine import RunContext
-from pipeline.linear_probe import linear_evaluation
-from pipeline.pretrain import pretrain_contrastive
-from pipeline.supervised import train_cross_entropy
+from pipeline.run_context import RunContext
+from pipeline.training import train
 
 CPU = torch.device("cpu")
 SIZE, CLASSES = 16, 4
@@ -48,19 +47,6 @@ def _textures(n: int, seed: int) -> Split:
     return Split(torch.from_numpy(images), torch.from_numpy(labels).long())
 
 
-class Poisoned:
-    """Stands in for the test split's tensors: touching it is a test failure."""
-
-    def __getattr__(self, name):
-        raise AssertionError("the test split was read during training or model selection")
-
-    def __getitem__(self, index):
-        raise AssertionError("the test split was read during training or model selection")
-
-    def __len__(self):
-        raise AssertionError("the test split was read during training or model selection")
-
-
 def _dataset() -> PreparedDataset:
     train, val = _textures(384, seed=0), _textures(128, seed=1)
     manifest = {"class_names": ["h", "v", "check", "blob"], "image_shape": [1, SIZE, SIZE], "mean": [0.5], "std": [0.25]}
@@ -71,13 +57,13 @@ MODEL = ModelConfig(encoder="small_resnet", width=8, depth=2, blocks=1, feat_dim
 SGD = dict(name="sgd", lr=0.05, scale_lr=False, momentum=0.9, weight_decay=1e-4, warmup_epochs=1)
 
 
-def _run(seed: int = 0) -> RunContext:
-    return RunContext(seed=seed, device=CPU, checkpoint_path=None, config={})
+def _run(checkpoint_path: Path | None = None) -> RunContext:
+    return RunContext(seed=0, device=CPU, checkpoint_path=checkpoint_path)
 
 
 def _untrained_knn(data: PreparedDataset, method: str) -> float:
     config = SupConConfig(method=method, epochs=1, batch_size=64, knn_every=1, knn_k=10, optimizer=OptimizerConfig(**{**SGD, "lr": 1e-9}))
-    _, history = pretrain_contrastive(data, data.train, model_config=MODEL, config=config, run=_run())
+    history = train("supcon", data, data.train, config=config, model_config=MODEL, run=_run()).history
     return history[-1]["val/knn_top1"]
 
 
@@ -86,7 +72,7 @@ def test_contrastive_pretraining_learns_features_a_knn_separates(method):
     data = _dataset()
     config = SupConConfig(method=method, epochs=EPOCHS, batch_size=64, temperature=0.2, knn_every=EPOCHS, knn_k=10, optimizer=OptimizerConfig(**SGD))
 
-    _, history = pretrain_contrastive(data, data.train, model_config=MODEL, config=config, run=_run())
+    history = train("supcon", data, data.train, config=config, model_config=MODEL, run=_run()).history
 
     learned, untrained = history[-1]["val/knn_top1"], _untrained_knn(data, method)
     print(f"{method}: kNN top-1 {learned:.3f} trained, {untrained:.3f} untrained")
@@ -99,15 +85,15 @@ def test_cross_entropy_learns_and_the_linear_probe_selects_on_val_only(tmp_path)
     data = _dataset()
     config = CrossEntropyConfig(epochs=EPOCHS, batch_size=64, optimizer=OptimizerConfig(**SGD))
 
-    model, history = train_cross_entropy(data, data.train, model_config=MODEL, config=config, run=_run())
+    trained = train("ce", data, data.train, config=config, model_config=MODEL, run=_run())
+    history = trained.history
 
     assert history[-1]["val/top1"] >= 0.75 and history[0]["val/top1"] < history[-1]["val/top1"], history
     # The probe on the CE encoder (any encoder will do): trained and selected without the test split.
     probe_config = LinearConfig(epochs=4, batch_size=64, augmentation=dataclasses.replace(LinearConfig().augmentation, policy="none"),
                                 optimizer=OptimizerConfig(name="sgd", lr=0.5, scale_lr=False, warmup_epochs=0))  # fmt: skip
-    _, probe_history = linear_evaluation(
-        data, data.train, encoder=model.encoder, config=probe_config, seed=0, device=CPU, out_dir=tmp_path, run_config={}
-    )
+    probe = train("linear", data, data.train, config=probe_config, encoder=trained.model.encoder, run=_run(checkpoint_path=tmp_path / "last.pt"))
+    probe_history = probe.history
     best = torch.load(tmp_path / "best.pt", weights_only=True)
     val = [row["val/top1"] for row in probe_history]
     assert best["val_top1"] == max(val) and best["epoch"] == 1 + val.index(max(val))

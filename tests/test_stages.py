@@ -401,3 +401,41 @@ def test_runs_record_where_they_ran(project):
         tags = {r.data.tags["stage"]: r.data.tags for r in all_runs(repo)}[name]
         assert tags["env/torch"] == recorded["env/torch"] == torch.__version__
         assert tags["env/cpu_isa"] == recorded["env/cpu_isa"] and tags["machine"]
+
+
+def test_the_stages_read_the_test_split_only_to_score_the_trained_model(project, monkeypatch):
+    """The real stage functions, in this process, with the test split poisoned until `score_test`."""
+    import dataclasses
+
+    from fixtures_data import Poisoned
+    from pipeline.data import Split
+    from stages import cli, common, linear_eval, pretrain_supcon, train_ce
+
+    folder = workdir(project, "poisoned")
+    monkeypatch.chdir(folder)
+    real_load, real_score = common.load_prepared, common.StageJob.score_test
+    scored = []
+
+    def load_poisoned(path):
+        data = real_load(path)
+        scored.append(data.test)  # kept aside; the stage sees a poisoned split until it scores
+        return dataclasses.replace(data, test=Split(Poisoned(), Poisoned()))
+
+    def score_after_training(job, predictor):
+        job.data = dataclasses.replace(job.data, test=scored[-1])
+        return real_score(job, predictor)
+
+    monkeypatch.setattr(common, "load_prepared", load_poisoned)
+    monkeypatch.setattr(common.StageJob, "score_test", score_after_training)
+    params = cli.read_params(Path("params.yaml"))
+    threads = torch.get_num_threads()
+    try:
+        pretrain_supcon.pretrain(params)
+        train_ce.train_baseline(params)
+        linear_eval.evaluate(params)
+    finally:
+        torch.set_num_threads(threads)
+
+    assert len(scored) == 3
+    for name in ("train_ce", "linear_eval"):  # the same results as the stages' own processes
+        assert metrics(folder, name)["test/top1"] == metrics(project["repo"], name)["test/top1"]

@@ -1,0 +1,103 @@
+"""Linear evaluation: a linear classifier on the frozen encoder, selected on val, scored on test once.
+
+With augmentation `none` the encoder's features are computed once per split and the classifier
+trains on them (seconds, not minutes); with any other policy each batch is augmented and encoded
+on the fly. The paper L2-normalises the representation r, so the classifier sees unit vectors.
+The test split is never touched here: the caller scores it once with the returned predictor.
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline import checkpoint, dist
+from pipeline.augment import eval_transform
+from pipeline.evaluate import topk_accuracy
+from pipeline.methods.parts import MethodInputs, MethodParts
+from pipeline.models import LinearClassifier
+from pipeline.preprocess import predict
+
+
+class FrozenFeatures(nn.Module):
+    """Unit-norm encoder features r of normalised images, with no gradient into the encoder."""
+
+    def __init__(self, encoder: nn.Module, normalize: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.normalize = encoder.eval().requires_grad_(False), normalize
+
+    def train(self, mode: bool = True) -> "FrozenFeatures":
+        return super().train(False)  # BatchNorm statistics stay frozen
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.encoder(self.normalize(images)).float(), dim=1)
+
+
+def linear_probe(inputs: MethodInputs) -> MethodParts:
+    """A linear classifier on inputs.encoder's frozen features (section `linear`).
+
+    The best-on-val weights are kept next to the run's checkpoint (checkpoint.BEST); the
+    predictor carries them: uint8 images -> logits.
+    """
+    if inputs.encoder is None or inputs.run.checkpoint_path is None:
+        raise ValueError("the linear probe needs a trained encoder and a checkpoint path (its best-on-val weights go next to it)")
+    data, device = inputs.data, inputs.run.device
+    features = FrozenFeatures(inputs.encoder, inputs.normalize).to(device)
+    # `none` is the deterministic evaluation transform: features can be computed once.
+    precompute = inputs.config.augmentation.policy == "none"
+    to_float = inputs.augment if precompute else _deterministic(inputs)
+    if precompute:
+        train_inputs = predict(features, inputs.train.images, preprocess=to_float, device=device)
+        val_inputs = predict(features, data.val.images, preprocess=to_float, device=device)
+    else:
+        train_inputs, val_inputs = inputs.train.images, data.val.images
+    feature_dim = int(predict(features, inputs.train.images[:2], preprocess=to_float, device=device).shape[1])
+    classifier = LinearClassifier(feature_dim, data.num_classes).to(device)
+    head = classifier if precompute else nn.Sequential(features, classifier)
+
+    def val_top1() -> float:
+        logits = predict(head, val_inputs, preprocess=(lambda x: x) if precompute else to_float, device=device)
+        return topk_accuracy(logits, data.val.labels)
+
+    def loss(placed: nn.Module, batch: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(placed(batch if precompute else features(inputs.augment(batch))).float(), labels)
+
+    best_path = inputs.run.checkpoint_path.with_name(checkpoint.BEST)
+    if inputs.run.resume is None:
+        best_path.unlink(missing_ok=True)  # a stale best from another run must not win
+
+    def predictor() -> nn.Module:
+        classifier.load_state_dict(checkpoint.load(best_path)["model"])
+        return nn.Sequential(to_float, features, classifier).eval()
+
+    return MethodParts(
+        name="linear",
+        model=classifier,
+        loss=loss,
+        inputs=train_inputs,
+        spec={"kind": "linear", "in_dim": feature_dim, "num_classes": data.num_classes},
+        evaluate=best_keeper(classifier, val_top1, best_path),
+        predictor=predictor,
+    )
+
+
+def _deterministic(inputs: MethodInputs) -> nn.Module:
+    return eval_transform(inputs.data.image_size, inputs.data.channels).to(inputs.run.device)
+
+
+def best_keeper(classifier: nn.Module, evaluate: Callable[[], float], path: Path) -> Callable[[int], dict[str, float]]:
+    """Evaluate on val after each epoch and keep the best classifier's weights at `path`."""
+
+    def on_epoch_end(epoch: int) -> dict[str, float]:
+        if not dist.is_main_process():
+            return {}
+        accuracy = evaluate()
+        best = checkpoint.best_so_far(path)
+        if best is None or accuracy > best["val_top1"]:
+            checkpoint.save_best(path, model=classifier, epoch=epoch, val_top1=accuracy)
+        return {"val/top1": accuracy}
+
+    return on_epoch_end

@@ -1,0 +1,29 @@
+"""How a training run is hosted: the same for every method, whoever calls (stage, cell, trial, test)."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class RunContext:
+    """Seed, device, checkpoint, resume state and logging of one training run."""
+
+    seed: int
+    device: torch.device
+    checkpoint_path: Path | None = None
+    """Where `last.pt` goes (its directory also holds `best.pt`); None: no checkpoints."""
+    config: dict | None = None
+    """The run's key (params, code and input digests); decides whether a checkpoint may be resumed."""
+    resume: dict[str, Any] | None = None
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None
+    """Receives each epoch's metrics (a stage logs them to MLflow)."""
+    run_id: str = ""
+    machine: str = ""
+    """Which kind of machine trains (environment.machine_key); stored in the checkpoint."""
+    wrap: Callable[[nn.Module], nn.Module] | None = None
+    """Places the model (device, DDP, compile); None: moved to the device as it is."""
