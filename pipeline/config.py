@@ -234,14 +234,25 @@ class RobustnessConfig:
     """Severity levels, 1 (mild) to 5."""
     max_images: int | None = None
     """Corrupt at most this many test images (stratified); null = the whole test split."""
+    released: Literal["cifar10-c", "cifar100-c", "imagenet-c"] | None = None
+    """Score a released corrupted set instead of generating one (Hendrycks & Dietterich's files)."""
+    released_root: str | None = None
+    """The released set's folder (cifar10-c: <corruption>.npy + labels.npy; imagenet-c:
+    <corruption>/<severity>/<wnid>/<image>); the corrupt stage needs it with `released`."""
+    batch_size: int = 500
+    """Images per forward pass when scoring (and per read of a released set)."""
 
     def validate(self, at: str) -> None:
+        require(self.batch_size >= 1, f"{at}.batch_size", self.batch_size, "an integer >= 1")
         known = COMMON_CORRUPTIONS + EXTRA_CORRUPTIONS
         require(len(self.corruptions) >= 1, f"{at}.corruptions", list(self.corruptions), "a non-empty list")
         for i, name in enumerate(self.corruptions):
             require(name in known, f"{at}.corruptions[{i}]", name, "one of " + ", ".join(known))
+        require(len(set(self.corruptions)) == len(self.corruptions), f"{at}.corruptions", list(self.corruptions), "a list without repeats")
+        require(len(self.severities) >= 1, f"{at}.severities", list(self.severities), "a non-empty list of integers in 1..5")
         for i, level in enumerate(self.severities):
             require(1 <= level <= 5, f"{at}.severities[{i}]", level, "an integer in 1..5")
+        require(list(self.severities) == sorted(set(self.severities)), f"{at}.severities", list(self.severities), "increasing, without repeats")
         if self.max_images is not None:
             require(self.max_images >= 1, f"{at}.max_images", self.max_images, "an integer >= 1 or null")
 

@@ -1,4 +1,4 @@
-"""Figures logged as MLflow artifacts: training curves and confusion matrices."""
+"""Figures logged as MLflow artifacts: training curves, confusion matrices, corruption robustness."""
 
 import matplotlib
 
@@ -41,6 +41,36 @@ def confusion_figure(matrix: torch.Tensor, class_names: list[str], title: str) -
                 axis.text(col, row, int(counts[row, col]), ha="center", va="center", fontsize=6, color="white" if rates[row, col] > 0.5 else "black")
     figure.colorbar(image, ax=axis, fraction=0.046)
     axis.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def robustness_by_severity(metrics: dict, method: str) -> Figure:
+    """Top-1 and ECE against corruption severity (0 = clean), SupCon vs CE: the paper's Figure 6."""
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for model, label in (("supcon", method), ("ce", "cross-entropy")):
+        levels = sorted(metrics[model]["by_severity"], key=int)
+        for axis, key in zip(axes, ("top1", "ece")):
+            axis.plot([int(level) for level in levels], [metrics[model]["by_severity"][level][key] for level in levels], marker="o", label=label)
+    for axis, title in zip(axes, ("top-1 accuracy", "expected calibration error")):
+        axis.set_xlabel("corruption severity (0 = clean)")
+        axis.set_title(title)
+        axis.legend()
+    figure.tight_layout()
+    return figure
+
+
+def errors_by_corruption(metrics: dict, method: str) -> Figure:
+    """Mean top-1 error over severities per corruption, SupCon and CE side by side."""
+    names = metrics["corruptions"]
+    figure, axis = plt.subplots(figsize=(max(6.0, 0.55 * len(names)), 3.6))
+    width = 0.4
+    for offset, (model, label) in zip((-width / 2, width / 2), (("supcon", method), ("ce", "cross-entropy"))):
+        errors = [sum(metrics[model]["errors"][name]) / len(metrics[model]["errors"][name]) for name in names]
+        axis.bar([i + offset for i in range(len(names))], errors, width, label=label)
+    axis.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    axis.set_ylabel("top-1 error")
+    axis.legend()
     figure.tight_layout()
     return figure
 

@@ -20,6 +20,8 @@ COMPARED = (
     ("train_ce", "test/top1"),
     ("linear_eval", "test/top1"),
     ("compare", "test/top1/difference"),
+    ("robustness", "supcon/corrupted_top1"),
+    ("robustness", "ce/corrupted_top1"),
 )
 
 

@@ -6,14 +6,47 @@ import torch
 from torch import nn
 
 from pipeline import checkpoint
+from pipeline.augment import eval_transform
+from pipeline.data import PreparedDataset
 from pipeline.device import place_model
-from pipeline.models import build_supcon_model
+from pipeline.errors import UserError
+from pipeline.methods.linear_probe import FrozenFeatures, probe_predictor
+from pipeline.models import LinearClassifier, build_ce_model, build_supcon_model
+from pipeline.preprocess import Normalize, eval_preprocess
+
+
+def _finished(path: Path, kind: str) -> dict:
+    state = checkpoint.load(path)
+    if state is None or state["spec"].get("kind") != kind:
+        raise UserError(f"{path}: no {kind} checkpoint there; run the stage that trains it first")
+    return state
+
+
+def _rebuild(state: dict, build) -> nn.Module:
+    model = build(**{k: v for k, v in state["spec"].items() if k != "kind"})
+    model.load_state_dict(state["model"])
+    return model
 
 
 def load_encoder(path: Path, device: torch.device) -> nn.Module:
     """The encoder of a SupCon/SimCLR checkpoint, rebuilt from the config it carries."""
-    state = checkpoint.load(path)
-    kwargs = {k: v for k, v in state["spec"].items() if k != "kind"}
-    model = build_supcon_model(**kwargs)
-    model.load_state_dict(state["model"])
-    return place_model(model.encoder, device)
+    return place_model(_rebuild(_finished(path, "supcon"), build_supcon_model).encoder, device)
+
+
+def load_ce_classifier(path: Path, data: PreparedDataset, device: torch.device) -> nn.Module:
+    """The CE model of `path` as uint8 images -> logits (with the evaluation transform)."""
+    model = place_model(_rebuild(_finished(path, "ce"), build_ce_model), device)
+    return nn.Sequential(eval_preprocess(data.image_size, data.channels, data.mean, data.std).to(device), model).eval()
+
+
+def load_probe_classifier(encoder_path: Path, probe_dir: Path, data: PreparedDataset, device: torch.device) -> nn.Module:
+    """The SupCon encoder with the linear probe's best-on-val weights as uint8 images -> logits."""
+    spec = _finished(probe_dir / checkpoint.LAST, "linear")["spec"]
+    best = checkpoint.best_so_far(probe_dir / checkpoint.BEST)
+    if best is None:
+        raise UserError(f"{probe_dir / checkpoint.BEST}: missing or unreadable; run `dvc repro linear_eval` first")
+    classifier = LinearClassifier(spec["in_dim"], spec["num_classes"])
+    classifier.load_state_dict(best["model"])
+    features = FrozenFeatures(load_encoder(encoder_path, device), Normalize(data.mean, data.std).to(device))
+    to_float = eval_transform(data.image_size, data.channels).to(device)
+    return probe_predictor(to_float, features, classifier.to(device))

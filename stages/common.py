@@ -122,7 +122,9 @@ def prepared_digest(params: Params) -> str:
 
 
 @contextmanager
-def tracked_run(params: Params, env: dict[str, str], *, stage: str, method: str, resume: dict | None) -> Iterator[tracking.Run | tracking.NullRun]:
+def tracked_run(
+    params: Params, env: dict[str, str], *, stage: str, method: str, resume: dict | None, extra_tags: dict[str, str] | None = None
+) -> Iterator[tracking.Run | tracking.NullRun]:
     """The stage's MLflow run (reopened after an interruption), tagged and with params logged.
 
     A new run is tagged with the commit and the machine it runs on. A resumed run keeps them and
@@ -136,6 +138,7 @@ def tracked_run(params: Params, env: dict[str, str], *, stage: str, method: str,
         "encoder": params.model.encoder,
         "seed": str(params.run.seed),
         **_machine_tags(env, resume),
+        **(extra_tags or {}),
     }
     with tracking.start_run(
         uri=tracking.tracking_uri(params.tracking.uri, paths.mlflow_db()),

@@ -15,6 +15,10 @@ def prepared(dataset: str) -> Path:
     return Path("data/prepared") / dataset
 
 
+def corrupted(dataset: str) -> Path:
+    return Path("data/corrupted") / dataset
+
+
 def model_dir(method: str) -> Path:
     return MODELS / method
 

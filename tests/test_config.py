@@ -101,6 +101,11 @@ def test_wrong_types_are_rejected(raw, key, allowed):
         (params_with(supcon={"augmentation": {"crop_scale": [0.9, 0.2]}}), "supcon.augmentation.crop_scale", "min <= max"),
         (params_with(robustness={"severities": [0]}), "robustness.severities[0]", "1..5"),
         (params_with(robustness={"corruptions": ["rain"]}), "robustness.corruptions[0]", "gaussian_noise"),
+        (params_with(robustness={"corruptions": ["fog", "fog"]}), "robustness.corruptions", "without repeats"),
+        (params_with(robustness={"severities": [3, 1]}), "robustness.severities", "increasing"),
+        (params_with(robustness={"severities": []}), "robustness.severities", "non-empty"),
+        (params_with(robustness={"released": "cifar10c"}), "robustness.released", "'cifar10-c'"),
+        (params_with(robustness={"batch_size": 0}), "robustness.batch_size", ">= 1"),
         (params_with(sweep={"num_samples": 0}), "sweep.num_samples", ">= 1"),
     ],
 )

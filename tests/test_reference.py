@@ -37,7 +37,7 @@ def test_cli_compares_the_working_tree_with_a_commit(tmp_path):
 
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    commit_metrics({"pretrain_supcon": 0.5, "train_ce": 0.85, "linear_eval": 0.86, "compare": 0.01})
+    commit_metrics({"pretrain_supcon": 0.5, "train_ce": 0.85, "linear_eval": 0.86, "compare": 0.01, "robustness": 0.6})
     subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
     subprocess.run([*git, "commit", "-qm", "reference"], cwd=tmp_path, check=True)
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -43,6 +44,7 @@ def tiny_params(raw_root: Path, **sections: dict) -> dict:
         "ce": {"epochs": EPOCHS, "batch_size": 16, "optimizer": {"lr": 0.05, "scale_lr": False}},
         "linear": {"epochs": 2, "batch_size": 16, "augmentation": {"policy": "none"}, "optimizer": {"lr": 0.5}},
         "reduced": {"fractions": [0.5]},
+        "robustness": {"corruptions": ["gaussian_noise", "glass_blur", "fog"], "max_images": 20, "batch_size": 8},
     }  # fmt: skip
     project = yaml.safe_load((REPO / "params.yaml").read_text())
     return merged_params(merged_params(project, tiny), sections)
@@ -185,7 +187,7 @@ def test_each_training_stage_is_one_mlflow_run_with_tags_params_curves_and_artif
     repo = project["repo"]
     client = mlflow_client(repo)
     runs = {r.data.tags["stage"]: r for r in all_runs(repo)}
-    assert sorted(runs) == sorted(TRAINING_STAGES)
+    assert sorted(runs) == sorted([*TRAINING_STAGES, "robustness"])
     commit = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
     for name, method in TRAINING_STAGES.items():
         logged = runs[name]
@@ -439,3 +441,67 @@ def test_the_stages_read_the_test_split_only_to_score_the_trained_model(project,
     assert len(scored) == 3
     for name in ("train_ce", "linear_eval"):  # the same results as the stages' own processes
         assert metrics(folder, name)["test/top1"] == metrics(project["repo"], name)["test/top1"]
+
+
+def rescored_errors(repo: Path, images: np.ndarray, labels: np.ndarray) -> float:
+    """top-1 error of models/ce/last.pt on uint8 images [N, C, H, W], rebuilt independently of the stage."""
+    from pipeline.data import load_prepared
+    from pipeline.models import build_ce_model
+    from pipeline.preprocess import eval_preprocess, predict
+
+    state = torch.load(repo / "models/ce/last.pt", weights_only=True)
+    model = build_ce_model(**{k: v for k, v in state["spec"].items() if k != "kind"})
+    model.load_state_dict(state["model"])
+    data = load_prepared(repo / "data/prepared/fashion_mnist")
+    preprocess = eval_preprocess(data.image_size, data.channels, data.mean, data.std)
+    logits = predict(model.eval(), torch.from_numpy(np.ascontiguousarray(images)), preprocess=preprocess, device=torch.device("cpu"))
+    return float((logits.argmax(1).numpy() != labels).mean())
+
+
+def test_corrupt_and_robustness_stages_score_both_models_on_the_stored_corrupted_set(project):
+    repo, output = project["repo"], project["repro"].stdout
+    assert "Running stage 'corrupt'" in output and "Running stage 'robustness'" in output
+    store = repo / "data/corrupted/fashion_mnist"
+    manifest = json.loads((store / "manifest.json").read_text())
+    assert manifest["source"] == "generated" and manifest["num_images"] == 20 and manifest["image_shape"] == [1, 28, 28]
+    clean, labels = np.load(store / "clean.npy"), np.load(store / "labels.npy")
+    noise = np.load(store / "gaussian_noise.npy")
+    assert noise.shape == (5, 20, 1, 28, 28) and noise.dtype == np.uint8
+    # Stronger severities move the images further from the clean ones.
+    distance = [np.abs(noise[s].astype(float) - clean).mean() for s in range(5)]
+    assert distance == sorted(distance) and distance[0] > 1.0, distance
+
+    report = metrics(repo, "robustness")
+    assert report["baseline"].startswith("this pipeline's CE model") and report["images_per_cell"] == 20
+    ce, supcon = report["ce"], report["supcon"]
+    # What the stage reports is what the CE checkpoint scores on the stored images, recomputed here.
+    assert ce["clean_error"] == pytest.approx(rescored_errors(repo, clean, labels), abs=1e-6)
+    assert ce["errors"]["fog"][2] == pytest.approx(rescored_errors(repo, np.load(store / "fog.npy")[2], labels), abs=1e-6)
+    assert all(value == pytest.approx(100.0) for value in ce["CE"].values()) and ce["mCE"] == pytest.approx(100.0)
+    expected = {n: 100 * sum(supcon["errors"][n]) / sum(ce["errors"][n]) for n in report["corruptions"]}
+    assert supcon["CE"] == pytest.approx(expected)
+    assert sorted(supcon["by_severity"], key=int) == ["0", "1", "2", "3", "4", "5"]
+    assert supcon["by_severity"]["0"]["top1"] == pytest.approx(1 - supcon["clean_error"])
+    mean_top1 = sum(1 - e for errors in supcon["errors"].values() for e in errors) / (5 * len(supcon["errors"]))
+    assert report["supcon/corrupted_top1"] == pytest.approx(mean_top1)
+    rows = list(csv.DictReader((repo / "plots/robustness_severity.csv").open()))
+    assert [row["severity"] for row in rows] == ["0", "1", "2", "3", "4", "5"]
+    runs = [r for r in all_runs(repo) if r.data.tags.get("stage") == "robustness"]
+    assert len(runs) == 1 and runs[0].data.tags["ce_run_id"] == metrics(repo, "train_ce")["mlflow_run_id"]
+    assert "supcon/mCE" in runs[0].data.metrics
+
+
+def test_corrupt_with_a_missing_released_set_exits_2_and_keeps_the_store(project):
+    folder = workdir(project, "released", robustness={"released": "cifar10-c", "released_root": str(project["root"] / "nowhere")})
+    shutil.copytree(project["repo"] / "data" / "corrupted", folder / "data" / "corrupted")
+    before = (folder / "data/corrupted/fashion_mnist/manifest.json").read_bytes()
+    done = stage("corrupt", folder, check=False)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "nowhere" in done.stderr
+    assert (folder / "data/corrupted/fashion_mnist/manifest.json").read_bytes() == before
+    # The ImageNet presets read the release: without its folder the stage says what to set.
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    params["robustness"].update(released="imagenet-c", released_root=None)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    done = stage("corrupt", folder, check=False)
+    assert done.returncode == 2 and done.stderr.startswith("error: robustness.released_root = null") and len(done.stderr.strip().splitlines()) == 1

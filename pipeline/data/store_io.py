@@ -39,37 +39,37 @@ def short_repr(value: object) -> str:
     return _shorten(repr(value), 80)
 
 
-def broken(path: Path, store: Path, problem: str) -> UserError:
+def broken(path: Path, store: Path, problem: str, rerun: str = PREPARE) -> UserError:
     """The error for a damaged store file; newlines escaped so stages print exactly one line."""
-    message = f"{path}: {problem}; delete {store} and rerun {PREPARE}"
+    message = f"{path}: {problem}; delete {store} and rerun {rerun}"
     return UserError(message.replace("\n", "\\n").replace("\r", "\\r"))
 
 
 @contextmanager
-def _reading(path: Path, store: Path, damaged: str) -> Iterator[None]:
+def _reading(path: Path, store: Path, damaged: str, rerun: str = PREPARE) -> Iterator[None]:
     """Turn what numpy, json and zipfile raise on bad bytes into `broken(path, ...)`."""
     try:
         yield
     except OSError as err:  # permissions, I/O errors: not the bytes' fault, so say so
-        raise broken(path, store, f"cannot be read ({one_line(err)})") from err
+        raise broken(path, store, f"cannot be read ({one_line(err)})", rerun) from err
     # SyntaxError, TokenError: numpy tokenizes a header it cannot parse (for Python 2 files) and
     # lets those escape; RuntimeError: zipfile's answer to a flipped compression or encryption flag
     except (ValueError, EOFError, SyntaxError, TokenError, RuntimeError, zipfile.BadZipFile, zlib.error) as err:
-        raise broken(path, store, f"{damaged} ({one_line(err)})") from err
+        raise broken(path, store, f"{damaged} ({one_line(err)})", rerun) from err
 
 
-def _require_file(path: Path, store: Path) -> None:
+def _require_file(path: Path, store: Path, rerun: str = PREPARE) -> None:
     if not path.is_file():
-        raise broken(path, store, "missing")
+        raise broken(path, store, "missing", rerun)
 
 
-def read_json_object(path: Path, store: Path) -> dict:
+def read_json_object(path: Path, store: Path, rerun: str = PREPARE) -> dict:
     """A JSON file whose top level must be an object."""
-    _require_file(path, store)
-    with _reading(path, store, "not valid JSON"):
+    _require_file(path, store, rerun)
+    with _reading(path, store, "not valid JSON", rerun):
         content = json.loads(path.read_bytes())  # bytes: undecodable garbage is a ValueError too
     if not isinstance(content, dict):
-        raise broken(path, store, f"holds a JSON {type(content).__name__}, expected an object")
+        raise broken(path, store, f"holds a JSON {type(content).__name__}, expected an object", rerun)
     return content
 
 
@@ -83,24 +83,24 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
         return tuple(shape), dtype, f.tell()
 
 
-def load_npy(path: Path, store: Path, shape: tuple[int, ...], dtype: np.dtype, mmap: bool) -> np.ndarray:
+def load_npy(path: Path, store: Path, shape: tuple[int, ...], dtype: np.dtype, mmap: bool, rerun: str = PREPARE) -> np.ndarray:
     """The array in `path`, checked against the expected shape and dtype and the file's size.
 
     The header is checked first, so a wrong or short file is reported before any data is read.
     With mmap, a copy-on-write memmap: writable, so torch.from_numpy neither warns nor can crash
     on an in-place write, and pages are read from disk only when touched.
     """
-    _require_file(path, store)
-    with _reading(path, store, _NOT_NPY):
+    _require_file(path, store, rerun)
+    with _reading(path, store, _NOT_NPY, rerun):
         found_shape, found_dtype, offset = _npy_header(path)
     if (found_shape, found_dtype) != (tuple(shape), np.dtype(dtype)):
         found, expected = f"{found_dtype} {list(found_shape)}", f"{np.dtype(dtype)} {list(shape)}"
-        raise broken(path, store, f"holds {found}, expected {expected} from manifest.json")
+        raise broken(path, store, f"holds {found}, expected {expected} from manifest.json", rerun)
     size, needed = path.stat().st_size, offset + math.prod(shape) * found_dtype.itemsize
     if size != needed:
         what = "truncated" if size < needed else "has extra bytes after the array"
-        raise broken(path, store, f"{what} ({size} bytes, its header needs {needed})")
-    with _reading(path, store, _NOT_NPY):
+        raise broken(path, store, f"{what} ({size} bytes, its header needs {needed})", rerun)
+    with _reading(path, store, _NOT_NPY, rerun):
         return np.load(path, mmap_mode="c" if mmap else None, allow_pickle=False)
 
 

@@ -71,7 +71,7 @@ def linear_probe(inputs: MethodInputs) -> MethodParts:
 
     def predictor() -> nn.Module:
         classifier.load_state_dict(checkpoint.load(best_path)["model"])
-        return nn.Sequential(to_float, features, classifier).eval()
+        return probe_predictor(to_float, features, classifier)
 
     return MethodParts(
         name="linear",
@@ -82,6 +82,11 @@ def linear_probe(inputs: MethodInputs) -> MethodParts:
         evaluate=best_keeper(classifier, val_top1, best_path),
         predictor=predictor,
     )
+
+
+def probe_predictor(to_float: nn.Module, features: FrozenFeatures, classifier: nn.Module) -> nn.Module:
+    """uint8 images -> logits: the evaluation transform, the frozen features, the classifier."""
+    return nn.Sequential(to_float, features, classifier).eval()
 
 
 def _deterministic(inputs: MethodInputs) -> nn.Module:

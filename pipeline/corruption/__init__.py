@@ -1,0 +1,1 @@
+"""Corruption robustness: readers for corrupted test sets."""
