@@ -60,9 +60,14 @@ class RunConfig:
     """torch.compile the model (CUDA only; ignored on CPU)."""
     threads: int = 0
     """CPU threads for torch; 0 keeps torch's default (all cores)."""
+    seeds: tuple[int, ...] = (0,)
+    """Training seeds of the reduced-data cells (initialisation, augmentation, batch order); the
+    val split and the subsets keep `seed`, so the spread over seeds is training variance."""
 
     def validate(self, at: str) -> None:
         require(self.threads >= 0, f"{at}.threads", self.threads, "an integer >= 0")
+        require(len(self.seeds) >= 1, f"{at}.seeds", list(self.seeds), "a non-empty list of integers")
+        require(len(set(self.seeds)) == len(self.seeds), f"{at}.seeds", list(self.seeds), "a list without repeats")
 
 
 @dataclass(frozen=True)
@@ -262,11 +267,20 @@ class ReducedConfig:
     fractions: tuple[float, ...] = (0.01, 0.05, 0.1)
     """Shares of the labelled train split for the reduced-data sweep (nested subsets)."""
     methods: tuple[Literal["supcon", "ce"], ...] = ("supcon", "ce")
-    """Methods trained at each fraction."""
+    """Methods trained at each fraction (supcon: pretraining and its linear probe on the subset)."""
+    steps: int = 300
+    """Budget rule, the same for every method: each training run of a cell takes at least this
+    many optimizer steps (and min_epochs epochs), however few images its fraction holds."""
+    min_epochs: int = 2
 
     def validate(self, at: str) -> None:
+        require(len(self.fractions) >= 1, f"{at}.fractions", list(self.fractions), "a non-empty list of fractions in (0, 1]")
         for i, fraction in enumerate(self.fractions):
             _require_fraction(f"{at}.fractions[{i}]", fraction)
+        require(len(set(self.fractions)) == len(self.fractions), f"{at}.fractions", list(self.fractions), "a list without repeats")
+        require(len(self.methods) >= 1, f"{at}.methods", list(self.methods), "a non-empty list of supcon, ce")
+        require(self.steps >= 1, f"{at}.steps", self.steps, "an integer >= 1")
+        require(self.min_epochs >= 1, f"{at}.min_epochs", self.min_epochs, "an integer >= 1")
 
 
 @dataclass(frozen=True)

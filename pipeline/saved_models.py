@@ -33,20 +33,25 @@ def load_encoder(path: Path, device: torch.device) -> nn.Module:
     return place_model(_rebuild(_finished(path, "supcon"), build_supcon_model).encoder, device)
 
 
-def load_ce_classifier(path: Path, data: PreparedDataset, device: torch.device) -> nn.Module:
-    """The CE model of `path` as uint8 images -> logits (with the evaluation transform)."""
-    model = place_model(_rebuild(_finished(path, "ce"), build_ce_model), device)
+def load_ce_classifier(model_dir: Path, data: PreparedDataset, device: torch.device) -> nn.Module:
+    """The CE model selected on val (model_dir/best.pt, built from last.pt's spec) as uint8 images -> logits."""
+    state = {**_finished(model_dir / checkpoint.LAST, "ce"), "model": _best(model_dir)["model"]}
+    model = place_model(_rebuild(state, build_ce_model), device)
     return nn.Sequential(eval_preprocess(data.image_size, data.channels, data.mean, data.std).to(device), model).eval()
+
+
+def _best(model_dir: Path) -> dict:
+    best = checkpoint.best_so_far(model_dir / checkpoint.BEST)
+    if best is None:
+        raise UserError(f"{model_dir / checkpoint.BEST}: missing or unreadable; run the stage that trains {model_dir} first")
+    return best
 
 
 def load_probe_classifier(encoder_path: Path, probe_dir: Path, data: PreparedDataset, device: torch.device) -> nn.Module:
     """The SupCon encoder with the linear probe's best-on-val weights as uint8 images -> logits."""
     spec = _finished(probe_dir / checkpoint.LAST, "linear")["spec"]
-    best = checkpoint.best_so_far(probe_dir / checkpoint.BEST)
-    if best is None:
-        raise UserError(f"{probe_dir / checkpoint.BEST}: missing or unreadable; run `dvc repro linear_eval` first")
     classifier = LinearClassifier(spec["in_dim"], spec["num_classes"])
-    classifier.load_state_dict(best["model"])
+    classifier.load_state_dict(_best(probe_dir)["model"])
     features = FrozenFeatures(load_encoder(encoder_path, device), Normalize(data.mean, data.std).to(device))
     to_float = eval_transform(data.image_size, data.channels).to(device)
     return probe_predictor(to_float, features, classifier.to(device))

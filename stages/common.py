@@ -2,6 +2,7 @@
 resume, MLflow), and its job scores the test split and writes metrics and plots."""
 
 import csv
+import dataclasses
 import io
 import statistics
 from collections.abc import Callable, Iterator
@@ -19,9 +20,23 @@ from pipeline.data import PreparedDataset, Split, load_prepared
 from pipeline.device import place_model, resolve_device
 from pipeline.evaluate import classification_metrics, confusion_matrix
 from pipeline.preprocess import predict
+from pipeline.reduced import labelled_subset
 from pipeline.run_context import RunContext
 from pipeline.training import Trained, train
 from stages import paths
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A reduced-data cell: the labelled fraction it trains on, its method and its training seed."""
+
+    fraction: float
+    method: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-{self.fraction}-seed{self.seed}"  # as dvc.yaml renders ${item.fraction}
 
 
 @dataclass
@@ -38,44 +53,87 @@ class StageJob:
     context: RunContext
     run: tracking.Run | tracking.NullRun
     env: dict[str, str]
+    output: str
+    """metrics/<output>.json and plots/<output>.csv."""
+    cell: Cell | None = None
 
     def train(self, **kwargs) -> Trained:
         """Train this stage's method on its train split (pipeline.training.train); kwargs: config, model_config, encoder."""
         return train(self.trains, self.data, self.train_split, run=self.context, **kwargs)
 
+    def then(self, trains: str, *, model_dir: str, sections: tuple[str, ...], epochs: int, inputs: dict[str, str], key: dict | None = None) -> "StageJob":
+        """A second training in the same MLflow run (a cell's linear probe after its pretraining),
+        with its own checkpoint, key and resume state; its epoch metrics are logged as probe/*."""
+        methods.method(trains)
+        checkpoint_path = _checkpoint_path(model_dir, self.cell)
+        config = run_config(self.params, *sections, inputs={"prepared": prepared_digest(self.params), **inputs}, seed=self.context.seed, extra=key)
+        resume = resume_state(checkpoint_path, config, epochs=epochs)
+        context = dataclasses.replace(
+            self.context, checkpoint_path=checkpoint_path, config=config, resume=resume, on_epoch=epoch_logger(self.run, prefix="probe/")
+        )
+        return dataclasses.replace(self, trains=trains, context=context)
+
+    def selected_epoch(self) -> dict[str, float]:
+        """The epoch model selection kept (best val top-1) and its val top-1, from the BEST file."""
+        best = checkpoint.best_so_far(self.context.checkpoint_path.with_name(checkpoint.BEST))
+        return {"best_epoch": best["epoch"], "val/top1_best": best["val_top1"]}
+
     def score_test(self, predictor: nn.Module) -> dict[str, float]:
         """Test metrics of `predictor` (uint8 images -> logits), read once; logs the confusion matrix."""
         logits = predict(predictor, self.data.test.images, preprocess=lambda images: images, device=self.device)
-        log_confusion(self.run, confusion_matrix(logits, self.data.test.labels), self.data.class_names, self.stage)
+        log_confusion(self.run, confusion_matrix(logits, self.data.test.labels), self.data.class_names, self.output)
         return classification_metrics(logits, self.data.test.labels, "test")
 
     def finish(self, metrics: dict, history: list[dict[str, float]], test: dict[str, float] | None = None) -> None:
-        """metrics/<stage>.json (`metrics`, the summary of `history`, `test`) and plots/<stage>.csv, logged to MLflow."""
+        """metrics/<output>.json (`metrics`, the summary of `history`, `test`) and plots/<output>.csv, logged to MLflow."""
         summary = {**metrics, "train_images": len(self.train_split.labels), **summarize(history), **(test or {})}
-        finish(self.run, self.stage, summary, history, self.env)
+        finish(self.run, self.output, summary, history, self.env)
 
 
 @contextmanager
 def training_stage(
-    params: Params, *, stage: str, trains: str, method: str, model_dir: str, sections: tuple[str, ...], epochs: int, inputs: dict[str, str] | None = None
+    params: Params,
+    *,
+    stage: str,
+    trains: str,
+    method: str,
+    model_dir: str,
+    sections: tuple[str, ...],
+    epochs: int,
+    inputs: dict[str, str] | None = None,
+    cell: Cell | None = None,
+    key: dict | None = None,
 ) -> Iterator[StageJob]:
     """Set a stage that trains section `trains` up: device, prepared data, the run's key (params
-    `sections`, code, the prepared data and `inputs` digests), resume from
-    models/<model_dir>/last.pt, the MLflow run. `method` names the run (supcon, simclr, ce)."""
+    `sections`, code, the prepared data and `inputs` digests, and `key`), resume from
+    models/<model_dir>/last.pt, the MLflow run. `method` names the run (supcon, simclr, ce).
+
+    A reduced-data `cell` trains on its labelled fraction with its own seed, under
+    models/reduced/<cell>/<model_dir>, and writes metrics/reduced/<cell>.json.
+    """
     methods.method(trains)  # imported before the key is taken: its code is part of the key
     device = runtime(params)
     data = load_prepared(paths.prepared(params.data.dataset))
-    train_split = data.subset(params.data.train_fraction)
-    checkpoint_path = paths.model_dir(model_dir) / checkpoint.LAST
-    config = run_config(params, *sections, inputs={"prepared": prepared_digest(params), **(inputs or {})})
+    train_split = labelled_subset(data, cell.fraction, params.run.seed) if cell else data.subset(params.data.train_fraction)
+    seed = cell.seed if cell else params.run.seed
+    checkpoint_path = _checkpoint_path(model_dir, cell)
+    cell_key = {"cell": {"fraction": cell.fraction, "seed": cell.seed}} if cell else {}
+    config = run_config(params, *sections, inputs={"prepared": prepared_digest(params), **(inputs or {})}, seed=seed, extra={**cell_key, **(key or {})})
     resume = resume_state(checkpoint_path, config, epochs=epochs)
     env = environment.run_environment(device)
-    with tracked_run(params, env, stage=stage, method=method, resume=resume) as run:
+    tags = {"fraction": str(cell.fraction), "seed": str(cell.seed), "cell": cell.name} if cell else {}
+    with tracked_run(params, env, stage=stage, method=method, resume=resume, extra_tags=tags) as run:
         context = RunContext(
-            seed=params.run.seed, device=device, checkpoint_path=checkpoint_path, config=config, resume=resume,
+            seed=seed, device=device, checkpoint_path=checkpoint_path, config=config, resume=resume,
             on_epoch=epoch_logger(run), run_id=run.run_id, machine=environment.machine_key(env), wrap=placer(params, device),
         )  # fmt: skip
-        yield StageJob(stage=stage, trains=trains, params=params, device=device, data=data, train_split=train_split, context=context, run=run, env=env)
+        output = f"reduced/{cell.name}" if cell else stage
+        yield StageJob(stage, trains, params, device, data, train_split, context, run, env, output, cell)
+
+
+def _checkpoint_path(model_dir: str, cell: Cell | None) -> Path:
+    folder = paths.reduced_dir(cell.name) / model_dir if cell else paths.model_dir(model_dir)
+    return folder / checkpoint.LAST
 
 
 def runtime(params: Params) -> torch.device:
@@ -97,11 +155,13 @@ def placer(params: Params, device: torch.device) -> Callable[[nn.Module], nn.Mod
     return place
 
 
-def run_config(params: Params, *sections: str, inputs: dict[str, str]) -> dict:
+def run_config(params: Params, *sections: str, inputs: dict[str, str], seed: int | None = None, extra: dict | None = None) -> dict:
     """The key of a stage's result (its checkpoint fingerprint): the params that can change it,
-    the digest of every project module this process imported, and the digests of its inputs."""
+    the digest of every project module this process imported, and the digests of its inputs.
+    `seed` overrides run.seed (a reduced-data cell's); `extra` adds what else decides the result."""
     config = {name: _result_params(as_dict(getattr(params, name)), name) for name in sections}
-    config["seed"] = params.run.seed
+    config["seed"] = params.run.seed if seed is None else seed
+    config.update(extra or {})
     config["world_size"] = dist.world_size()
     config["code"] = provenance.code_digests()
     config["inputs"] = inputs
@@ -182,8 +242,8 @@ def resume_state(path: Path, config: dict, *, epochs: int) -> dict | None:
     return state
 
 
-def epoch_logger(run: tracking.Run | tracking.NullRun) -> Callable[[int, dict[str, float]], None]:
-    return lambda epoch, metrics: run.log_metrics(metrics, step=epoch)
+def epoch_logger(run: tracking.Run | tracking.NullRun, prefix: str = "") -> Callable[[int, dict[str, float]], None]:
+    return lambda epoch, metrics: run.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()}, step=epoch)
 
 
 def summarize(history: list[dict[str, float]]) -> dict[str, float]:

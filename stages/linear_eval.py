@@ -23,9 +23,7 @@ def evaluate(params: Params) -> None:
     ) as job:
         trained = job.train(config=params.linear, encoder=load_encoder(encoder_path, job.device))
         if dist.is_main_process():
-            best = checkpoint.load(job.context.checkpoint_path.with_name(checkpoint.BEST))
-            selected = {"method": method, "best_epoch": best["epoch"], "val/top1_best": best["val_top1"]}
-            job.finish(selected, trained.history, test=job.score_test(trained.predictor))
+            job.finish({"method": method, **job.selected_epoch()}, trained.history, test=job.score_test(trained.predictor))
 
 
 def main() -> None:

@@ -23,6 +23,11 @@ def model_dir(method: str) -> Path:
     return MODELS / method
 
 
+def reduced_dir(cell: str) -> Path:
+    """models/reduced/<cell>: one folder per reduced-data cell (its DVC output)."""
+    return MODELS / "reduced" / cell
+
+
 def metrics_file(stage: str) -> Path:
     return METRICS / f"{stage}.json"
 
@@ -34,3 +39,15 @@ def plot_file(stage: str) -> Path:
 def mlflow_db() -> Path:
     # Absolute: MLflow needs an absolute sqlite path, and Ray trials change the working directory.
     return (Path.cwd() / "mlflow.db").resolve()
+
+
+# --- the report stage ---------------------------------------------------------------------------
+
+SEEDS_METRICS = METRICS / "seeds"
+"""metrics/seeds/<seed>/<stage>.json: values per seed; the report prefers them to metrics/<stage>.json."""
+REDUCED_METRICS = METRICS / "reduced"
+"""metrics/reduced/<cell>.json: one file per reduced-data cell."""
+SWEEPS = Path("sweeps")
+"""sweeps/<name>/summary.json: one file per sweep."""
+SUMMARY = Path("reports/summary.md")
+REPORT_FIGURES = Path("reports/figures")

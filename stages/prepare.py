@@ -8,8 +8,10 @@ from stages.cli import run_stage
 
 def prepare(params: Params) -> None:
     data = params.data
-    # The main stages train on `train_fraction`; the reduced-data sweep on its own fractions.
-    fractions = sorted({data.train_fraction, *params.reduced.fractions})
+    # The main stages train on `train_fraction`. The reduced-data cells draw their own fractions
+    # (pipeline/reduced.py, the same nested draw): listing them here would make every stage that
+    # reads the prepared data rerun when a fraction is added.
+    fractions = [data.train_fraction]
     out_dir = paths.prepared(data.dataset)
     manifest = prepare_dataset(
         data.dataset,

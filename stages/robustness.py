@@ -30,7 +30,7 @@ def score(params: Params) -> None:
     checkpoints = {"supcon": paths.model_dir("supcon") / checkpoint.LAST, "linear": paths.model_dir("linear") / checkpoint.LAST, "ce": paths.model_dir("ce") / checkpoint.LAST}
     classifiers = {
         "supcon": load_probe_classifier(checkpoints["supcon"], paths.model_dir("linear"), data, device),
-        "ce": load_ce_classifier(checkpoints["ce"], data, device),
+        "ce": load_ce_classifier(paths.model_dir("ce"), data, device),
     }
     scored_runs = {f"{name}_run_id": checkpoint.load(path).get("mlflow_run_id") or "" for name, path in checkpoints.items()}
     env = environment.run_environment(device)

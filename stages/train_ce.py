@@ -1,6 +1,7 @@
 """Stage `train_ce`: the cross-entropy baseline (same encoder, augmentation and epoch budget).
 
-The final model is scored once on the test split; checkpoints every epoch and resumes.
+The epoch with the best val top-1 (the same rule as the linear probe's) is scored once on the
+test split; checkpoints every epoch and resumes.
 """
 
 from pipeline import dist
@@ -16,7 +17,7 @@ def train_baseline(params: Params) -> None:
     with common.training_stage(params, stage=STAGE, trains="ce", method="ce", model_dir="ce", sections=sections, epochs=params.ce.epochs) as job:
         trained = job.train(config=params.ce, model_config=params.model)
         if dist.is_main_process():
-            job.finish({"method": "ce"}, trained.history, test=job.score_test(trained.predictor))
+            job.finish({"method": "ce", **job.selected_epoch()}, trained.history, test=job.score_test(trained.predictor))
             job.run.log_artifact(job.context.checkpoint_path, "checkpoint")
 
 

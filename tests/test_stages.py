@@ -43,7 +43,7 @@ def tiny_params(raw_root: Path, **sections: dict) -> dict:
                    "optimizer": {"lr": 0.05, "scale_lr": False, "warmup_epochs": 1}},
         "ce": {"epochs": EPOCHS, "batch_size": 16, "optimizer": {"lr": 0.05, "scale_lr": False}},
         "linear": {"epochs": 2, "batch_size": 16, "augmentation": {"policy": "none"}, "optimizer": {"lr": 0.5}},
-        "reduced": {"fractions": [0.5]},
+        "reduced": {"fractions": [0.5], "steps": 12, "min_epochs": 1},
         "robustness": {"corruptions": ["gaussian_noise", "glass_blur", "fog"], "max_images": 20, "batch_size": 8},
     }  # fmt: skip
     project = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -96,7 +96,7 @@ def without_timing(history: list[dict]) -> list[dict]:
 
 
 def rescored_ce_top1(repo: Path) -> float:
-    """test top-1 of models/ce/last.pt, rebuilt from its checkpoint, on the prepared test split."""
+    """test top-1 of the CE model selected on val (models/ce/best.pt, spec from last.pt), on the prepared test split."""
     from pipeline.data import load_prepared
     from pipeline.evaluate import topk_accuracy
     from pipeline.models import build_ce_model
@@ -104,7 +104,7 @@ def rescored_ce_top1(repo: Path) -> float:
 
     state = torch.load(repo / "models/ce/last.pt", weights_only=True)
     model = build_ce_model(**{k: v for k, v in state["spec"].items() if k != "kind"})
-    model.load_state_dict(state["model"])
+    model.load_state_dict(torch.load(repo / "models/ce/best.pt", weights_only=True)["model"])
     data = load_prepared(repo / "data/prepared/fashion_mnist")
     preprocess = eval_preprocess(data.image_size, data.channels, data.mean, data.std)
     threads = torch.get_num_threads()
@@ -147,8 +147,11 @@ def project(tmp_path_factory) -> dict:
 
 def test_dvc_repro_runs_every_stage_and_writes_the_declared_outputs(project):
     repo, output = project["repo"], project["repro"].stdout
-    for name in ("prepare", "pretrain_supcon", "train_ce", "linear_eval", "compare"):
+    for name in ("prepare", "pretrain_supcon", "train_ce", "linear_eval", "compare", "report"):
         assert f"Running stage '{name}'" in output
+    summary = (repo / "reports/summary.md").read_text()
+    # One seed: every claim the report can test is "not enough evidence", and it says so.
+    assert "not enough evidence" in summary and f"{metrics(repo, 'train_ce')['test/top1'] * 100:.2f}" in summary
     manifest = json.loads((repo / "data/prepared/fashion_mnist/manifest.json").read_text())
     assert manifest["split_sizes"] == {"train": 160, "val": 40, "test": 50}
 
@@ -187,7 +190,7 @@ def test_each_training_stage_is_one_mlflow_run_with_tags_params_curves_and_artif
     repo = project["repo"]
     client = mlflow_client(repo)
     runs = {r.data.tags["stage"]: r for r in all_runs(repo)}
-    assert sorted(runs) == sorted([*TRAINING_STAGES, "robustness"])
+    assert sorted(runs) == sorted([*TRAINING_STAGES, "robustness", "reduced_data", "report"])
     commit = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
     for name, method in TRAINING_STAGES.items():
         logged = runs[name]
@@ -444,14 +447,14 @@ def test_the_stages_read_the_test_split_only_to_score_the_trained_model(project,
 
 
 def rescored_errors(repo: Path, images: np.ndarray, labels: np.ndarray) -> float:
-    """top-1 error of models/ce/last.pt on uint8 images [N, C, H, W], rebuilt independently of the stage."""
+    """top-1 error of the selected CE model (best.pt) on uint8 images [N, C, H, W], rebuilt independently of the stage."""
     from pipeline.data import load_prepared
     from pipeline.models import build_ce_model
     from pipeline.preprocess import eval_preprocess, predict
 
     state = torch.load(repo / "models/ce/last.pt", weights_only=True)
     model = build_ce_model(**{k: v for k, v in state["spec"].items() if k != "kind"})
-    model.load_state_dict(state["model"])
+    model.load_state_dict(torch.load(repo / "models/ce/best.pt", weights_only=True)["model"])
     data = load_prepared(repo / "data/prepared/fashion_mnist")
     preprocess = eval_preprocess(data.image_size, data.channels, data.mean, data.std)
     logits = predict(model.eval(), torch.from_numpy(np.ascontiguousarray(images)), preprocess=preprocess, device=torch.device("cpu"))
@@ -505,3 +508,39 @@ def test_corrupt_with_a_missing_released_set_exits_2_and_keeps_the_store(project
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     done = stage("corrupt", folder, check=False)
     assert done.returncode == 2 and done.stderr.startswith("error: robustness.released_root = null") and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_reduced_data_cells_train_on_their_fraction_under_the_budget_rule(project):
+    repo = project["repo"]
+    listed = run(["dvc", "stage", "list"], repo).stdout
+    assert "reduced_data@0.5-supcon-0" in listed and "reduced_data@0.5-ce-0" in listed
+    for method in ("supcon", "ce"):
+        cell = metrics(repo, f"reduced/{method}-0.5-seed0")
+        # 160 labelled train images, half of each class; batch 16 -> 5 steps/epoch; 12 steps -> 3 epochs.
+        assert (cell["fraction"], cell["seed"], cell["train_images"]) == (0.5, 0, 80)
+        assert cell["budget"]["epochs"] == 3 and cell["budget"]["batch_size"] == 16 and cell["epochs"] >= 2
+        assert 0.0 <= cell["test/top1"] <= 1.0 and "best_epoch" in cell
+    supcon = metrics(repo, "reduced/supcon-0.5-seed0")
+    assert supcon["budget"]["images_seen"] == 80 * 2 * 3 and supcon["budget"]["probe_epochs"] == 3
+    runs = [r for r in all_runs(repo) if r.data.tags.get("stage") == "reduced_data"]
+    assert sorted((r.data.tags["method"], r.data.tags["fraction"], r.data.tags["seed"]) for r in runs) == [("ce", "0.5", "0"), ("supcon", "0.5", "0")]
+
+
+def test_adding_a_fraction_or_a_seed_runs_only_the_new_cells(project):
+    folder = project["root"] / "grown"
+    shutil.copytree(project["repo"], folder, ignore=shutil.ignore_patterns("mlflow.db"))
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    params["reduced"]["fractions"] = [0.5, 0.25]
+    params["run"]["seeds"] = [0, 1]
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    status = json.loads(run(["dvc", "status", "--json"], folder).stdout or "{}")
+    assert sorted(status) == sorted(f"reduced_data@{f}-{m}-{s}" for f in ("0.5", "0.25") for m in ("supcon", "ce") for s in (0, 1) if (f, s) != ("0.5", 0))
+
+
+def test_a_fraction_too_small_for_a_class_exits_2_naming_the_key(project):
+    folder = workdir(project, "tiny_fraction", reduced={"fractions": [0.001]})
+    done = run([sys.executable, "-m", "stages.reduced_data", "--fraction", "0.001", "--method", "ce", "--seed", "0"], folder, check=False)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "reduced.fractions = 0.001" in done.stderr and "every class keeps an image" in done.stderr
+    other = run([sys.executable, "-m", "stages.reduced_data", "--fraction", "0.3", "--method", "ce", "--seed", "0"], folder, check=False)
+    assert other.returncode == 2 and "reduced.fractions = 0.3" in other.stderr

@@ -180,7 +180,7 @@ class PreparedDataset:
         listed = ", ".join(repr(f) for f in sorted(self.subsets))
         raise UserError(
             f"{self.path / 'subsets.npz'}: label fraction {fraction} was not prepared (prepared: {listed}); "
-            f"rerun {PREPARE}, which prepares data.train_fraction and every reduced.fractions in params.yaml"
+            f"rerun {PREPARE}, which prepares data.train_fraction of params.yaml"
         )
 
 

@@ -1,4 +1,8 @@
-"""The cross-entropy baseline: the same encoder and augmentation, trained end to end with CE."""
+"""The cross-entropy baseline: the same encoder and augmentation, trained end to end with CE.
+
+Selected on val like the linear probe (methods/selection.py): the reported model is the epoch
+with the best val top-1, not simply the last one.
+"""
 
 from collections.abc import Callable
 
@@ -6,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline import dist, recipe
+from pipeline import recipe
 from pipeline.data import Split
 from pipeline.evaluate import topk_accuracy
 from pipeline.methods.parts import MethodInputs, MethodParts
+from pipeline.methods.selection import BestOnVal
 from pipeline.models import build_ce_model
 from pipeline.preprocess import predict
 
@@ -20,14 +25,16 @@ def cross_entropy(inputs: MethodInputs) -> MethodParts:
     spec = recipe.model_spec(inputs.model_config, channels=data.channels, image_size=data.image_size)
     spec.update(num_classes=data.num_classes)
     model = build_ce_model(**spec)
+    on_val = val_top1(model, data.val, preprocess=inputs.preprocess, device=inputs.run.device)
+    selection = BestOnVal(model, on_val, inputs.run.checkpoint_path, fresh=inputs.run.resume is None)
     return MethodParts(
         name="ce",
         model=model,
         loss=cross_entropy_loss(inputs.augment, inputs.normalize, inputs.config.label_smoothing),
         inputs=inputs.train.images,
         spec={"kind": "ce", **spec},
-        evaluate=val_monitor(model, data.val, preprocess=inputs.preprocess, device=inputs.run.device),
-        predictor=lambda: nn.Sequential(inputs.preprocess, model).eval(),
+        evaluate=selection,
+        predictor=lambda: nn.Sequential(inputs.preprocess, selection.load_best()).eval(),
     )
 
 
@@ -41,13 +48,6 @@ def cross_entropy_loss(augment: nn.Module, normalize: nn.Module, label_smoothing
     return loss
 
 
-def val_monitor(model: nn.Module, val: Split, *, preprocess: nn.Module, device: torch.device) -> Callable[[int], dict[str, float]]:
-    """val top-1 after every epoch (cheap: one forward pass over the val split)."""
-
-    def evaluate(epoch: int) -> dict[str, float]:
-        if not dist.is_main_process():
-            return {}
-        logits = predict(model, val.images, preprocess=preprocess, device=device)
-        return {"val/top1": topk_accuracy(logits, val.labels)}
-
-    return evaluate
+def val_top1(model: nn.Module, val: Split, *, preprocess: nn.Module, device: torch.device) -> Callable[[], float]:
+    """The model's val top-1 now (cheap: one forward pass over the val split)."""
+    return lambda: topk_accuracy(predict(model, val.images, preprocess=preprocess, device=device), val.labels)

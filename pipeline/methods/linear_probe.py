@@ -6,17 +6,14 @@ on the fly. The paper L2-normalises the representation r, so the classifier sees
 The test split is never touched here: the caller scores it once with the returned predictor.
 """
 
-from collections.abc import Callable
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline import checkpoint, dist
 from pipeline.augment import eval_transform
 from pipeline.evaluate import topk_accuracy
 from pipeline.methods.parts import MethodInputs, MethodParts
+from pipeline.methods.selection import BestOnVal
 from pipeline.models import LinearClassifier
 from pipeline.preprocess import predict
 
@@ -39,11 +36,11 @@ class FrozenFeatures(nn.Module):
 def linear_probe(inputs: MethodInputs) -> MethodParts:
     """A linear classifier on inputs.encoder's frozen features (section `linear`).
 
-    The best-on-val weights are kept next to the run's checkpoint (checkpoint.BEST); the
-    predictor carries them: uint8 images -> logits.
+    The best-on-val weights are kept (methods/selection.py); the predictor carries them:
+    uint8 images -> logits.
     """
-    if inputs.encoder is None or inputs.run.checkpoint_path is None:
-        raise ValueError("the linear probe needs a trained encoder and a checkpoint path (its best-on-val weights go next to it)")
+    if inputs.encoder is None:
+        raise ValueError("the linear probe needs a trained encoder")
     data, device = inputs.data, inputs.run.device
     features = FrozenFeatures(inputs.encoder, inputs.normalize).to(device)
     # `none` is the deterministic evaluation transform: features can be computed once.
@@ -65,13 +62,7 @@ def linear_probe(inputs: MethodInputs) -> MethodParts:
     def loss(placed: nn.Module, batch: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(placed(batch if precompute else features(inputs.augment(batch))).float(), labels)
 
-    best_path = inputs.run.checkpoint_path.with_name(checkpoint.BEST)
-    if inputs.run.resume is None:
-        best_path.unlink(missing_ok=True)  # a stale best from another run must not win
-
-    def predictor() -> nn.Module:
-        classifier.load_state_dict(checkpoint.load(best_path)["model"])
-        return probe_predictor(to_float, features, classifier)
+    selection = BestOnVal(classifier, val_top1, inputs.run.checkpoint_path, fresh=inputs.run.resume is None)
 
     return MethodParts(
         name="linear",
@@ -79,8 +70,8 @@ def linear_probe(inputs: MethodInputs) -> MethodParts:
         loss=loss,
         inputs=train_inputs,
         spec={"kind": "linear", "in_dim": feature_dim, "num_classes": data.num_classes},
-        evaluate=best_keeper(classifier, val_top1, best_path),
-        predictor=predictor,
+        evaluate=selection,
+        predictor=lambda: probe_predictor(to_float, features, selection.load_best()),
     )
 
 
@@ -91,18 +82,3 @@ def probe_predictor(to_float: nn.Module, features: FrozenFeatures, classifier: n
 
 def _deterministic(inputs: MethodInputs) -> nn.Module:
     return eval_transform(inputs.data.image_size, inputs.data.channels).to(inputs.run.device)
-
-
-def best_keeper(classifier: nn.Module, evaluate: Callable[[], float], path: Path) -> Callable[[int], dict[str, float]]:
-    """Evaluate on val after each epoch and keep the best classifier's weights at `path`."""
-
-    def on_epoch_end(epoch: int) -> dict[str, float]:
-        if not dist.is_main_process():
-            return {}
-        accuracy = evaluate()
-        best = checkpoint.best_so_far(path)
-        if best is None or accuracy > best["val_top1"]:
-            checkpoint.save_best(path, model=classifier, epoch=epoch, val_top1=accuracy)
-        return {"val/top1": accuracy}
-
-    return on_epoch_end

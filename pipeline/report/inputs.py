@@ -1,0 +1,161 @@
+"""The report's inputs: the metrics files on disk, read once, each remembered as a source.
+
+Required: <metrics>/linear_eval.json and <metrics>/train_ce.json, or <seeds>/<seed>/ holding them
+(then every value per seed comes from there). Everything else is optional and read as empty when
+missing. The folders come from the caller (the `report` stage passes stages.paths).
+"""
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.errors import UserError
+
+CURVE_STAGES = ("pretrain_supcon", "train_ce", "linear_eval")
+"""Stages whose plots/<stage>.csv the report draws as training curves."""
+
+
+@dataclass(frozen=True)
+class Folders:
+    """Where the metrics files lie."""
+
+    metrics: Path
+    """<metrics>/<stage>.json: one seed per stage."""
+    seeds: Path
+    """<seeds>/<seed>/<stage>.json: values per seed; when any exist they win over <metrics>."""
+    reduced: Path
+    """<reduced>/<cell>.json: one file per reduced-data cell."""
+    plots: Path
+    """<plots>/<stage>.csv: a stage's metrics per epoch."""
+    sweeps: Path
+    """<sweeps>/<name>/summary.json: one file per sweep."""
+
+    def metrics_file(self, stage: str) -> Path:
+        return self.metrics / f"{stage}.json"
+
+    def plot_file(self, stage: str) -> Path:
+        return self.plots / f"{stage}.csv"
+
+
+class Reader:
+    """Reads metrics files and remembers each one (path -> content): the report's sources."""
+
+    def __init__(self) -> None:
+        self.sources: dict[Path, dict] = {}
+
+    def json(self, path: Path, need: tuple[str, ...] = ()) -> dict:
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}: not valid JSON ({err}); rerun the stage that writes it") from None
+        missing = [key for key in need if key not in data]
+        if missing:
+            raise UserError(f"{path}: has no {', '.join(missing)}; rerun the stage that writes it")
+        self.sources[path] = data
+        return data
+
+    def csv(self, path: Path) -> list[dict[str, float]]:
+        """Rows of a plots/<stage>.csv as numbers; empty cells (a metric not computed that epoch) left out."""
+        with path.open(newline="") as handle:
+            rows = [{key: float(value) for key, value in row.items() if value != ""} for row in csv.DictReader(handle)]
+        self.sources[path] = {}
+        return rows
+
+
+@dataclass
+class Inputs:
+    """Everything the report shows, as read from disk; seed -> metrics where seeds can differ."""
+
+    supcon: dict[int, dict]
+    ce: dict[int, dict]
+    pretrain: dict[int, dict]
+    robustness: dict[int, dict]
+    reduced: list[dict]
+    sweeps: list[tuple[Path, dict]]
+    """Newest first."""
+    curves: dict[str, list[dict[str, float]]]
+    sources: dict[Path, dict] = field(default_factory=dict)
+    curve_files: dict[str, Path] = field(default_factory=dict)
+    """stage -> the CSV its curve was read from."""
+    layout: str = "one seed per stage"
+    """Where the values per seed came from, as the Sources section says it."""
+
+    @property
+    def method(self) -> str:
+        return next(iter(self.supcon.values())).get("method", "supcon")
+
+
+def per_seed(reader: Reader, folders: Folders, stage: str, seed: int, need: tuple[str, ...] = ()) -> dict[int, dict]:
+    """seed -> metrics of `stage`: <seeds>/<seed>/<stage>.json when any exist, else
+    <metrics>/<stage>.json as the run of `seed`; {} when neither exists."""
+    found = sorted((int(path.parent.name), path) for path in folders.seeds.glob(f"*/{stage}.json") if path.parent.name.isdigit())
+    if found:
+        return {s: reader.json(path, need) for s, path in found}
+    path = folders.metrics_file(stage)
+    return {seed: reader.json(path, need)} if path.is_file() else {}
+
+
+def required(reader: Reader, folders: Folders, stage: str, seed: int) -> dict[int, dict]:
+    runs = per_seed(reader, folders, stage, seed, need=("test/top1", "test/ece"))
+    if not runs:
+        raise UserError(f"{folders.metrics_file(stage)}: missing (nor in {folders.seeds}/<seed>/); run `dvc repro {stage}` first")
+    return runs
+
+
+def read_inputs(folders: Folders, seed: int) -> Inputs:
+    """The report's inputs from `folders`; `seed` is the run's seed (params' run.seed), the seed
+    of the flat <metrics>/<stage>.json files. Raises UserError when a required file is missing or
+    a file lacks a key the report needs."""
+    reader = Reader()
+    cells = [reader.json(path, need=("fraction", "method", "seed", "test/top1")) for path in sorted(folders.reduced.glob("*.json"))]
+    sweeps = [(path, reader.json(path, need=("trials",))) for path in sorted(folders.sweeps.glob("*/summary.json"))]
+    # Newest by the date the sweep recorded: file times change with every checkout or copy.
+    sweeps.sort(key=lambda item: str(item[1].get("date", "")), reverse=True)
+    curve_files = {stage: folders.plot_file(stage) for stage in CURVE_STAGES if folders.plot_file(stage).is_file()}
+    curves = {stage: reader.csv(path) for stage, path in curve_files.items()}
+    supcon, ce = required(reader, folders, "linear_eval", seed), required(reader, folders, "train_ce", seed)
+    pretrain = per_seed(reader, folders, "pretrain_supcon", seed)
+    robustness = per_seed(reader, folders, "robustness", seed, need=("supcon", "ce"))
+    seeded = folders.seeds.is_dir() and any(folders.seeds.iterdir())
+    layout = f"values per seed from `{folders.seeds}/<seed>/`" if seeded else f"one seed per stage, from `{folders.metrics}/<stage>.json`"
+    return Inputs(
+        supcon=supcon, ce=ce, pretrain=pretrain, robustness=robustness, reduced=cells, sweeps=sweeps, curves=curves,
+        sources=reader.sources, curve_files=curve_files, layout=layout,
+    )  # fmt: skip
+
+
+# --- views of the files' contents, shared by the claims and the sections ------------------------
+
+
+def reduced_top1(cells: list[dict]) -> dict[str, dict[float, dict[int, float]]]:
+    """side -> fraction -> seed -> test top-1, from the reduced-data cells. Side "supcon" holds
+    the contrastive cells whatever their method (a cell records simclr when supcon.method says so)."""
+    top1: dict[str, dict[float, dict[int, float]]] = {"supcon": {}, "ce": {}}
+    for cell in cells:
+        side = "ce" if cell["method"] == "ce" else "supcon"
+        top1[side].setdefault(cell["fraction"], {})[cell["seed"]] = cell["test/top1"]
+    return top1
+
+
+def contrastive_method(cells: list[dict]) -> str:
+    """The method of the contrastive cells (supcon or simclr); several would be mixed up in one curve."""
+    return "; ".join(dict.fromkeys(cell["method"] for cell in cells if cell["method"] != "ce")) or "supcon"
+
+
+def severities(run: dict) -> list[str]:
+    """The severity levels of a robustness run, in order (0 = clean)."""
+    return sorted(run["supcon"]["by_severity"], key=int)
+
+
+def swept_key(summary: dict) -> str:
+    """The trials' parameter named by the sweep's space (also as a dotted key, supcon.temperature)."""
+    keys = list(dict.fromkeys(key for trial in summary["trials"] for key in trial["params"]))
+    space = str(summary.get("space", ""))
+    return next((k for k in keys if k == space or k.endswith("." + space)), keys[0] if keys else space)
+
+
+def best_value(summary: dict, key: str):
+    """The sweep's best value of `key` (None when it recorded no best)."""
+    best = summary.get("best") or {}
+    return best.get("params", best).get(key)

@@ -1,0 +1,57 @@
+"""Stage `report`: reports/summary.md and reports/figures/*.png from the metrics files on disk,
+with a verdict per paper claim (pipeline.report), logged as one MLflow run.
+
+Required: metrics/linear_eval.json and metrics/train_ce.json, or metrics/seeds/<seed>/ holding
+them. Everything else is optional; a missing input gives a section that names the stage to run.
+"""
+
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+
+from pipeline import atomic, environment
+from pipeline.config import Params
+from pipeline.report import Folders, build, read_inputs
+from pipeline.report.figures import save_png
+from stages import common, paths
+from stages.cli import run_stage
+
+STAGE = "report"
+SUMMARY = paths.SUMMARY
+FIGURES = paths.REPORT_FIGURES
+FOLDERS = Folders(metrics=paths.METRICS, seeds=paths.SEEDS_METRICS, reduced=paths.REDUCED_METRICS, plots=paths.PLOTS, sweeps=paths.SWEEPS)
+
+
+def write(text: str, drawn: dict[str, Figure]) -> list[Path]:
+    """summary.md and the PNGs, atomically; PNGs of inputs that are gone are removed, so no
+    figure outlives the metrics it was drawn from."""
+    written = []
+    for name, figure in drawn.items():
+        written.append(FIGURES / f"{name}.png")
+        save_png(figure, written[-1])
+    for stale in set(FIGURES.glob("*.png")) - set(written):
+        stale.unlink()
+    atomic.write_text(SUMMARY, text)
+    return written
+
+
+def report(params: Params) -> None:
+    inputs = read_inputs(FOLDERS, params.run.seed)  # before the MLflow run: a missing input opens no run
+    text, drawn, rows = build(inputs, dataset=params.data.dataset, encoder=params.model.encoder, views=params.supcon.views)
+    env = environment.run_environment(torch.device("cpu"))
+    verdicts = {f"claim/{row.key}": row.verdict for row in rows}
+    with common.tracked_run(params, env, stage=STAGE, method=f"{inputs.method}-vs-ce", resume=None, extra_tags=verdicts) as run:
+        pngs = write(text, drawn)
+        run.log_artifact(SUMMARY, "report")
+        for png in pngs:
+            run.log_artifact(png, "report/figures")
+    print(f"{STAGE}: {SUMMARY} and {len(pngs)} figure(s); " + ", ".join(f"{row.key} {row.verdict}" for row in rows))
+
+
+def main() -> None:
+    run_stage(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""The report: claim verdicts (pipeline.report.verdicts) against hand-computed numbers, and the `report`
+stage in-process on fake metrics files in both layouts (one seed per stage, metrics/seeds/)."""
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.report.verdicts import DID_NOT_HOLD, HELD, NOT_ENOUGH, Evidence, best_value_verdict, mean_std, verdict
+from pipeline.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+# --- pipeline.report.verdicts --------------------------------------------------------------------
+
+
+def test_mean_std_matches_hand_computed_values_and_numpy():
+    mean, std, n = mean_std([1.0, 2.0, 3.0, 4.0])
+    assert (mean, n) == (2.5, 4)
+    assert std == pytest.approx(math.sqrt(5 / 3), rel=1e-15)  # sum of squares 5, ddof=1
+    values = np.random.default_rng(0).random(7)
+    mean, std, _ = mean_std(list(values))
+    assert mean == pytest.approx(float(np.mean(values, dtype=np.float64)), rel=1e-15)
+    assert std == pytest.approx(float(np.std(values, ddof=1, dtype=np.float64)), rel=1e-14)
+
+
+def test_mean_std_of_one_value_has_zero_std_and_of_none_raises():
+    assert mean_std([0.8635]) == (0.8635, 0.0, 1)
+    with pytest.raises(ValueError):
+        mean_std([])
+
+
+def test_fewer_than_min_seeds_is_not_enough_evidence_and_says_n():
+    result, reason = verdict([0.9], [0.5], higher_is_better=True)
+    assert result == NOT_ENOUGH
+    assert "1 seed of SupCon" in reason and "3 of each needed" in reason
+    assert verdict([0.9, 0.91], [0.5, 0.51, 0.52], higher_is_better=True)[0] == NOT_ENOUGH
+    assert verdict([0.9, 0.91], [0.5, 0.51], higher_is_better=True, min_seeds=2)[0] == HELD
+
+
+def test_difference_within_the_spread_is_not_enough_evidence():
+    # means 0.800 vs 0.805, both stds 0.01: a 0.5-point loss inside the seed noise
+    result, reason = verdict([0.80, 0.81, 0.79], [0.805, 0.795, 0.815], higher_is_better=True)
+    assert result == NOT_ENOUGH and "within the seed spread" in reason
+    # a difference exactly equal to the spread (1 vs std 1) is not beyond it
+    assert verdict([1.0, 2.0, 3.0], [0.0, 1.0, 2.0], higher_is_better=True)[0] == NOT_ENOUGH
+
+
+def test_spread_is_the_larger_of_the_two_sample_stds():
+    supcon, ce = [0.70, 0.70, 0.70], [0.60, 0.50, 0.70]  # diff 0.1 = CE's std 0.1; SupCon's std 0
+    assert verdict(supcon, ce, higher_is_better=True)[0] == NOT_ENOUGH
+    assert verdict(supcon, [0.62, 0.60, 0.64], higher_is_better=True)[0] == HELD  # diff 0.1 > std 0.02
+
+
+def test_held_and_did_not_hold_follow_the_claimed_direction():
+    high, low = [0.90, 0.91, 0.92], [0.80, 0.81, 0.82]
+    assert verdict(high, low, higher_is_better=True)[0] == HELD
+    assert verdict(low, high, higher_is_better=True)[0] == DID_NOT_HOLD
+    # errors (mCE): lower is better
+    assert verdict([67.0, 67.1, 67.2], [68.5, 68.6, 68.7], higher_is_better=False)[0] == HELD
+    assert verdict([68.5, 68.6, 68.7], [67.0, 67.1, 67.2], higher_is_better=False)[0] == DID_NOT_HOLD
+
+
+def test_a_loss_is_never_rounded_into_a_win():
+    supcon = [0.8600, 0.8600 + 1e-7, 0.8600 - 1e-7]
+    ce = [0.8601, 0.8601 + 1e-7, 0.8601 - 1e-7]
+    assert round(0.8600, 3) == round(0.8601, 3)  # rounded, they would tie
+    result, reason = verdict(supcon, ce, higher_is_better=True)
+    assert result == DID_NOT_HOLD and "favours CE" in reason
+
+
+def test_non_finite_values_give_no_verdict():
+    assert verdict([0.9, float("nan"), 0.9], [0.5, 0.5, 0.5], higher_is_better=True)[0] == NOT_ENOUGH
+
+
+def test_evidence_judges_its_values_per_seed():
+    evidence = Evidence({0: 67.0, 1: 67.1, 2: 67.2}, {0: 68.5, 1: 68.6, 2: 68.7}, higher_is_better=False)
+    assert evidence.verdict()[0] == HELD
+    assert evidence.verdict(min_seeds=4)[0] == NOT_ENOUGH
+
+
+def test_best_value_verdict():
+    assert best_value_verdict(0.1, [0.05, 0.1, 0.5], 0.1)[0] == HELD
+    assert best_value_verdict(0.1 + 1e-17, [0.05, 0.1, 0.5], 0.1)[0] == HELD
+    assert best_value_verdict(0.5, [0.05, 0.1, 0.5], 0.1)[0] == DID_NOT_HOLD
+    assert best_value_verdict(0.5, [0.05, 0.2, 0.5], 0.1) == (NOT_ENOUGH, "0.1 was not among the 3 values tried")
+    assert best_value_verdict(None, [], 0.1)[0] == NOT_ENOUGH
+
+
+# --- the stage, on fake metrics files -----------------------------------------------------------
+
+
+def write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def robustness_run(supcon_mce: float, ce_mce: float) -> dict:
+    def model(top1: float, ece: float, mce: float) -> dict:
+        levels = {str(s): {"top1": top1 - 0.1 * s, "ece": ece + 0.01 * s} for s in range(6)}
+        return {"clean_error": 1 - top1, "errors": {"fog": [1 - top1 + 0.1 * s for s in range(1, 6)]}, "by_severity": levels, "mCE": mce, "relative_mCE": mce + 5, "CE": {"fog": mce}}
+
+    return {"source": "generated", "baseline": "this pipeline's CE model (train_ce)", "images_per_cell": 20, "supcon": model(0.86, 0.007, supcon_mce), "ce": model(0.85, 0.037, ce_mce)}
+
+
+REDUCED = {  # fraction -> (SupCon top-1 per seed, CE top-1 per seed)
+    0.01: ([0.60, 0.61, 0.62], [0.50, 0.51, 0.52]),  # SupCon clearly ahead: held
+    0.05: ([0.70, 0.71, 0.72], [0.75, 0.76, 0.77]),  # CE clearly ahead: did not hold
+    0.1: ([0.800, 0.810, 0.790], [0.805, 0.795, 0.815]),  # SupCon behind within the spread
+}
+
+
+def write_reduced(root: Path) -> None:
+    for fraction, per_method in REDUCED.items():
+        for method, values in zip(("supcon", "ce"), per_method):
+            for seed, top1 in enumerate(values):
+                budget = {"steps": 100, "epochs": 20, "batch_size": 16, "images_seen": 25600, **({"probe_epochs": 10} if method == "supcon" else {})}
+                cell = {"cell": f"{fraction}-{method}-{seed}", "fraction": fraction, "method": method, "seed": seed, "train_images": int(54000 * fraction),
+                        "test/top1": top1, "test/ece": 0.05, "best_epoch": 20, "budget": budget}  # fmt: skip
+                write(root / f"metrics/reduced/{fraction}-{method}-{seed}.json", cell)
+
+
+def write_sweeps(root: Path) -> None:
+    trials = [{"params": {"temperature": t}, "objective": o} for t, o in ((0.5, 0.80), (0.05, 0.82), (0.1, 0.85))]
+    newest = {"space": "temperature", "mlflow_run_id": "sweep-new", "date": "2025-02-01T10:00:00", "commit": "abc123", "trials": trials, "objective": "val/knn_top1", "best": {"params": {"temperature": 0.1}, "objective": 0.85}}
+    older = {**newest, "mlflow_run_id": "sweep-old", "date": "2025-01-01T10:00:00", "best": {"params": {"temperature": 0.5}, "objective": 0.9}}
+    write(root / "sweeps/temperature/summary.json", newest)
+    write(root / "sweeps/a-older/summary.json", older)  # first by name: newest is by recorded date
+
+
+def write_plots(root: Path) -> None:
+    (root / "plots").mkdir(parents=True, exist_ok=True)
+    (root / "plots/pretrain_supcon.csv").write_text("epoch,train_loss,train_lr,val_knn_top1\n1,5.6,0.1,\n2,5.2,0.5,0.7\n3,5.0,0.2,0.8\n")
+    (root / "plots/train_ce.csv").write_text("epoch,train_loss,val_top1\n1,1.3,0.6\n2,0.9,0.7\n")
+    (root / "plots/linear_eval.csv").write_text("epoch,train_loss,val_top1\n1,0.5,0.84\n2,0.4,0.85\n")
+
+
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory):
+    """One sqlite store for the module: creating its tables takes seconds."""
+    import mlflow
+
+    yield f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, mlflow_uri):
+    """A folder with the repository's params.yaml and the required main-comparison metrics."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    return tmp_path
+
+
+def write_main(root: Path) -> None:
+    write(root / "metrics/linear_eval.json", {"test/top1": 0.8635, "test/ece": 0.007021, "method": "supcon", "best_epoch": 29, "train_images": 27000, "epochs": 30, "mlflow_run_id": "probe-run"})
+    write(root / "metrics/train_ce.json", {"test/top1": 0.8581, "test/ece": 0.037334, "epochs": 6, "train_images": 27000, "mlflow_run_id": "ce-run"})
+    write(root / "metrics/pretrain_supcon.json", {"epochs": 6, "train_images": 27000, "val/knn_top1": 0.877, "mlflow_run_id": "pretrain-run"})
+
+
+def run_report() -> str:
+    from stages import report
+    from stages.cli import read_params
+
+    report.report(read_params())
+    return Path("reports/summary.md").read_text()
+
+
+def claim_row(summary: str, claim: str) -> str:
+    rows = [line for line in summary.splitlines() if line.startswith(f"| {claim} |")]
+    assert len(rows) == 1, f"no single claims row {claim!r} in:\n{summary}"
+    return rows[0]
+
+
+def test_report_with_every_input_gives_tables_verdicts_figures_and_one_mlflow_run(project, mlflow_uri):
+    write_main(project)
+    write(project / "metrics/robustness.json", robustness_run(95.0, 100.0))
+    write_reduced(project)
+    write_sweeps(project)
+    write_plots(project)
+
+    summary = run_report()
+
+    # main table: values, compute (images x views x epochs) and model selection
+    assert "| SupCon (linear eval) | 86.35 (n=1) | 0.0070 (n=1) | 0 |" in summary
+    assert "| cross-entropy | 85.81 (n=1) | 0.0373 (n=1) | 0 |" in summary
+    assert "pretraining 27,000 × 2 × 6 = 324,000; probe 27,000 × 1 × 30 = 810,000 on frozen features" in summary
+    assert "27,000 × 1 × 6 = 162,000" in summary
+    assert "best val top-1 epoch (epoch 29 of 30)" in summary and "final epoch (6): metrics/train_ce.json has no best_epoch" in summary
+    # claims: one seed of the main comparison and of robustness is not enough; the reduced-data
+    # cells have three seeds each; the newest temperature sweep's best is 0.1
+    assert "**not enough evidence**: 1 seed of SupCon, 1 seed of CE" in claim_row(summary, "SupCon (linear eval) top-1 ≥ CE top-1")
+    assert "**held**" in claim_row(summary, "SupCon beats CE with 1% of the labels")
+    assert "**did not hold**" in claim_row(summary, "SupCon beats CE with 5% of the labels")
+    assert "**not enough evidence**: difference" in claim_row(summary, "SupCon beats CE with 10% of the labels")
+    assert "**not enough evidence**" in claim_row(summary, "SupCon has a lower mCE than CE")
+    assert "**held**" in claim_row(summary, "temperature 0.1 is best") and "sweep-new" in claim_row(summary, "temperature 0.1 is best")
+    assert "reported, no claim" in claim_row(summary, "ECE by severity")
+    assert "supcon: ≥ 100 steps, 20 epochs (probe 10), 25,600 images seen; ce: ≥ 100 steps, 20 epochs, 25,600 images seen" in summary
+    assert "61.00 ± 1.00 (n=3)" in summary and "51.00 ± 1.00 (n=3)" in summary and "| +10.00 |" in summary
+    # robustness and sweep sections name their baseline and run
+    assert "Baseline of CE and mCE: this pipeline's CE model (train_ce)" in summary and "| mCE (%) | 95.0 (n=1) | 100.0 (n=1) |" in summary
+    assert "MLflow run sweep-new, 2025-02-01T10:00:00, commit abc123" in summary
+    assert "not run yet" not in summary and "no sweep yet" not in summary
+    names = {"accuracy_vs_fraction", "robustness_by_severity", "sweep", "training_curves"}
+    for name in names:
+        assert (project / f"reports/figures/{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"(figures/{name}.png)" in summary
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name("supcon-pipeline").experiment_id], "tags.stage = 'report'")
+    assert len(runs) == 1 and runs[0].data.tags["claim/reduced_0.01"] == HELD
+    logged = {item.path for item in client.list_artifacts(runs[0].info.run_id, "report")}
+    assert logged == {"report/summary.md", "report/figures"}
+    assert {item.path for item in client.list_artifacts(runs[0].info.run_id, "report/figures")} == {f"report/figures/{n}.png" for n in names}
+
+
+def test_report_reads_the_seeds_layout_and_says_what_was_not_run(project):
+    write_main(project)  # the flat files are left there on purpose: the seeds/ layout wins
+    (project / "metrics/pretrain_supcon.json").unlink()
+    for seed, (supcon, ce) in enumerate(((0.90, 0.80), (0.91, 0.81), (0.92, 0.82))):
+        write(project / f"metrics/seeds/{seed}/linear_eval.json", {"test/top1": supcon, "test/ece": 0.01, "method": "supcon", "best_epoch": 10 + seed, "train_images": 100, "epochs": 30})
+        write(project / f"metrics/seeds/{seed}/train_ce.json", {"test/top1": ce, "test/ece": 0.02, "epochs": 6, "train_images": 100, "best_epoch": 5})
+    stale = project / "reports/figures/sweep.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"a figure of a sweep that is gone")
+
+    summary = run_report()
+
+    assert "| SupCon (linear eval) | 91.00 ± 1.00 (n=3) | 0.0100 ± 0.0000 (n=3) | 0, 1, 2 |" in summary
+    assert "| cross-entropy | 81.00 ± 1.00 (n=3) |" in summary and "86.35" not in summary
+    assert "**held**" in claim_row(summary, "SupCon (linear eval) top-1 ≥ CE top-1")
+    assert "epoch 10 of 30; epoch 11 of 30; epoch 12 of 30" in summary and "selected on val: epoch 5 of 6" in summary
+    for stage in ("reduced_data", "robustness", "pretrain_supcon", "train_ce", "linear_eval"):
+        assert f"not run yet: `dvc repro {stage}`" in summary
+    assert "no sweep yet: `python -m pipeline.sweep --space temperature`" in summary
+    assert "values per seed from `metrics/seeds/<seed>/`" in summary
+    assert not stale.exists() and not list((project / "reports/figures").glob("*.png"))
+
+
+def test_missing_linear_eval_names_the_file_and_the_stage(project):
+    write(project / "metrics/train_ce.json", {"test/top1": 0.85, "test/ece": 0.03, "epochs": 6, "train_images": 100})
+    with pytest.raises(UserError, match=r"metrics/linear_eval\.json: missing .*`dvc repro linear_eval`"):
+        run_report()
+    assert not (project / "reports").exists()
+
+
+def test_a_metrics_file_without_a_needed_key_is_a_user_error(project):
+    write_main(project)
+    write(project / "metrics/train_ce.json", {"test/ece": 0.03})
+    with pytest.raises(UserError, match=r"metrics/train_ce\.json: has no test/top1"):
+        run_report()
+
+
+def test_claims_about_supcon_are_not_judged_on_simclr_runs_or_on_one_sided_cells():
+    from pipeline.report import Inputs
+    from pipeline.report.claims import claim_top1, claims_reduced
+
+    runs = {s: {"test/top1": v, "test/ece": 0.01, "method": "simclr"} for s, v in enumerate((0.90, 0.91, 0.92))}
+    ce = {s: {"test/top1": v, "test/ece": 0.02} for s, v in enumerate((0.80, 0.81, 0.82))}
+    cells = [{"fraction": 0.5, "method": "ce", "seed": s, "test/top1": 0.7} for s in range(3)]
+    inputs = Inputs(supcon=runs, ce=ce, pretrain={}, robustness={}, reduced=cells, sweeps=[], curves={})
+    top1 = claim_top1(inputs)
+    assert (top1.verdict, top1.reason) == (NOT_ENOUGH, "this run's contrastive method is simclr; the claim is about supcon")
+    assert top1.measured.startswith("SimCLR 91.00 ± 1.00 (n=3) vs CE 81.00 ± 1.00 (n=3)")
+    (half,) = claims_reduced(inputs)  # a fraction with CE cells only
+    assert half.verdict == NOT_ENOUGH and half.measured.startswith("SupCon — vs CE 70.00 ± 0.00 (n=3)")
