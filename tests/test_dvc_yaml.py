@@ -93,3 +93,11 @@ def test_committed_reference_results_come_from_the_committed_code_and_params():
             for file, params in change.get("changed params", {}).items():
                 stale.update({f"{stage}: {file} {key}": state for key, state in params.items()})
     assert not stale, f"the committed results (dvc.lock, metrics/) were not made with this code/params: {stale}; rerun `make repro` and commit"
+
+
+@pytest.mark.parametrize("name", sorted(DVC))
+def test_every_param_a_stage_lists_is_in_params_yaml(name):
+    """DVC refuses to run a stage whose listed param is only a default in pipeline/config.py."""
+    present = _in_params_yaml()
+    missing = [p for p in DVC[name].get("params", []) if p not in present and not any(k.startswith(p + ".") for k in present)]
+    assert not missing, f"dvc.yaml stage {name} lists params that params.yaml does not hold: {missing}"
