@@ -64,7 +64,11 @@ def _cross_entropy(params: Params, cell: common.Cell) -> None:
 def _supcon_and_probe(params: Params, cell: common.Cell) -> None:
     n = _subset_size(params, cell)
     # No kNN monitor in cells: at 1% a cell runs many short epochs, and the monitor is not a result.
-    pretrain, probe = replace(_budget(params, params.supcon, n), knn_every=0), _budget(params, params.linear, n)
+    pretrain = replace(_budget(params, params.supcon, n), knn_every=0)
+    # The probe is evaluation, not a method being compared: at least linear.epochs, as in linear_eval
+    # (on precomputed features it costs seconds), and at least the budget rule's steps.
+    probe = _budget(params, params.linear, n)
+    probe = replace(probe, epochs=max(probe.epochs, params.linear.epochs))
     sections = ("data", "model", "supcon")
     key = {"budget": {"epochs": pretrain.epochs, "batch_size": pretrain.batch_size}}
     with common.training_stage(params, stage=STAGE, trains="supcon", method=params.supcon.method, model_dir="supcon", sections=sections, epochs=pretrain.epochs, cell=cell, key=key) as job:
