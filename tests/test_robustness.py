@@ -9,6 +9,7 @@ import torch
 
 from pipeline.config import COMMON_CORRUPTIONS, EXTRA_CORRUPTIONS
 from pipeline.robustness import (
+    SEVERITIES,
     ALEXNET_CLEAN_ERROR,
     ALEXNET_IMAGENET_C_ERRORS,
     alexnet_baseline,
@@ -213,3 +214,21 @@ def test_severity_profile_matches_reference():
 def test_severity_profile_rejects_bad_input(results, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         severity_profile(_cells(results))
+
+
+def _scores(errors: dict[str, list[float]], clean_error: float, severities: tuple[int, ...]) -> dict:
+    """What corruption.score.score_corrupted returns, built from chosen errors (ECE left at 0)."""
+    cells = {(name, level): {"top1": 1 - e, "ece": 0.0} for name, per in errors.items() for level, e in zip(severities, per)}
+    return {"clean": {"top1": 1 - clean_error, "ece": 0.0}, "cells": cells}
+
+
+def test_model_report_against_a_baseline_and_without_all_five_severities():
+    from pipeline.robustness import model_report
+
+    errors = {"fog": [0.1, 0.2, 0.3, 0.4, 0.5], "snow": [0.2, 0.2, 0.2, 0.2, 0.2]}
+    baseline = ({"fog": [0.2] * 5, "snow": [0.4] * 5}, 0.05)
+    report = model_report(_scores(errors, 0.05, SEVERITIES), SEVERITIES, baseline)
+    assert report["CE"] == pytest.approx({"fog": 150.0, "snow": 50.0}) and report["mCE"] == pytest.approx(100.0)
+    assert report["by_severity"][0]["top1"] == pytest.approx(0.95) and report["by_severity"][3]["top1"] == pytest.approx(0.75)
+    partial = model_report(_scores({"fog": [0.1, 0.3]}, 0.05, (1, 3)), (1, 3), baseline)
+    assert "mCE" not in partial and partial["errors"]["fog"] == pytest.approx([0.1, 0.3])
