@@ -244,8 +244,14 @@ def interrupt(folder: Path, stage_name: str, method: str, signum: int) -> tuple[
                 mtime = checkpoint_path.stat().st_mtime_ns if checkpoint_path.exists() else None
                 if mtime is not None and mtime != seen:
                     seen = mtime
-                    if torch.load(checkpoint_path, weights_only=False)["epoch"] >= 2:  # written atomically: always whole
+                    # Paused while the checkpoint is read: a tiny epoch takes milliseconds, and the
+                    # stage must not run on to its end between the read and the signal.
+                    child.send_signal(signal.SIGSTOP)
+                    due = torch.load(checkpoint_path, weights_only=False)["epoch"] >= 2  # written atomically: always whole
+                    if due:
                         child.send_signal(signum)
+                    child.send_signal(signal.SIGCONT)
+                    if due:
                         break
                 time.sleep(0.02)
             returncode = child.wait(timeout=120)
