@@ -235,7 +235,12 @@ def interrupt(folder: Path, stage_name: str, method: str, signum: int) -> tuple[
     checkpoint then on disk, the exit code and stderr."""
     checkpoint_path = folder / "models" / method / "last.pt"
     with (folder / "stderr.txt").open("w") as stderr:
-        child = subprocess.Popen([sys.executable, "-m", f"stages.{stage_name}"], cwd=folder, env=env(), stdout=subprocess.DEVNULL, stderr=stderr)
+        # A shell's background job (`bash .ci/run &`) ignores SIGINT, and children inherit that:
+        # the stage is started with the default action back, as a terminal's Ctrl-C would find it.
+        child = subprocess.Popen(
+            [sys.executable, "-m", f"stages.{stage_name}"], cwd=folder, env=env(), stdout=subprocess.DEVNULL, stderr=stderr,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
         seen, deadline = None, time.time() + 240
         try:
             while True:
