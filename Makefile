@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DATASET_MARKER := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup repro test test-avx2 bench dataset mlflow-ui clean-venv
+.PHONY: setup repro test test-avx2 bench sweep dataset mlflow-ui clean-venv
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	touch $(STAMP)
 
 dataset:
-	@bash scripts/install_dataset.sh
+	@bash scripts/apt_install.sh dataset-fashion-mnist $(DATASET_MARKER) "set data.root to a folder with the Fashion-MNIST IDX files, or data.download: true"
+
+# For the test that opens MLflow's runs page in a headless browser (it skips without one).
+browser:
+	@bash scripts/apt_install.sh chromium chromium "the headless-browser test of the MLflow UI will skip"
 
 setup: $(STAMP) dataset
 
@@ -26,7 +30,7 @@ setup: $(STAMP) dataset
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 # The numerics- and kernel-sensitive tests again on oneDNN's and ATen's AVX2 kernels, whatever
@@ -39,8 +43,14 @@ test-avx2: setup
 bench: setup
 	$(BIN)/python -m bench
 
+# A hyperparameter sweep (README "Sweeps"): make sweep SPACE=optimizer ARGS="--method ce"
+SPACE ?= temperature
+sweep: setup
+	$(BIN)/python -m pipeline.sweep --space $(SPACE) $(ARGS)
+
+# Prints the address of the experiment's runs page, then serves MLflow's UI on 127.0.0.1:5000.
 mlflow-ui: setup
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
+	$(BIN)/python -m stages.mlflow_ui
 
 clean-venv:
 	rm -rf $(VENV)

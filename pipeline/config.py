@@ -53,7 +53,8 @@ def _require_fraction(key: str, value: float) -> None:
 @dataclass(frozen=True)
 class RunConfig:
     seed: int = 0
-    """Fixes data order, subsets, augmentation and initialisation (same seed, same CPU metrics)."""
+    """The data seed: the val split, the labelled subsets and the corrupted test images. It stays
+    fixed across `seeds`, so the spread over training seeds is training variance only."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto = CUDA when present, else CPU."""
     compile: bool = False
@@ -61,8 +62,9 @@ class RunConfig:
     threads: int = 0
     """CPU threads for torch; 0 keeps torch's default (all cores)."""
     seeds: tuple[int, ...] = (0,)
-    """Training seeds of the reduced-data cells (initialisation, augmentation, batch order); the
-    val split and the subsets keep `seed`, so the spread over seeds is training variance."""
+    """Training seeds (initialisation, augmentation, batch order): the main comparison
+    (pretrain_supcon, linear_eval, train_ce, robustness) and every reduced-data cell run once per
+    seed, as DVC foreach/matrix stages; the report gives mean, std and n over them."""
 
     def validate(self, at: str) -> None:
         require(self.threads >= 0, f"{at}.threads", self.threads, "an integer >= 0")
@@ -293,11 +295,18 @@ class SweepConfig:
     """Pretraining epochs per trial (sweeps are screens, not full runs)."""
     address: str | None = None
     """Ray cluster address (e.g. ray://head:10001); null = a local Ray."""
+    storage_path: str | None = None
+    """Ray Tune's storage for a cluster (a folder every node mounts, or s3://...); null = sweeps/<name>/ray."""
+    train_fraction: float | None = None
+    """Share of the labelled train split each trial trains on (a nested stratified subset, as in
+    reduced_data); null = data.train_fraction, what the stages train on."""
 
     def validate(self, at: str) -> None:
         for name in ("num_samples", "max_concurrent", "epochs"):
             value = getattr(self, name)
             require(value >= 1, f"{at}.{name}", value, "an integer >= 1")
+        if self.train_fraction is not None:
+            _require_fraction(f"{at}.train_fraction", self.train_fraction)
 
 
 @dataclass(frozen=True)

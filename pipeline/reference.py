@@ -19,7 +19,7 @@ COMPARED = (
     ("pretrain_supcon", "val/knn_top1"),
     ("train_ce", "test/top1"),
     ("linear_eval", "test/top1"),
-    ("compare", "test/top1/difference"),
+    ("compare", "test/top1/difference/mean"),
     ("robustness", "supcon/corrupted_top1"),
     ("robustness", "ce/corrupted_top1"),
 )
@@ -46,14 +46,16 @@ def tolerance_for(reference_machine: str | None, fresh_machine: str | None) -> f
 def compare_results(reference: dict[str, dict], fresh: dict[str, dict]) -> list[Comparison]:
     """Per compared metric present in both: reference vs fresh, under the tolerance of the case.
 
-    reference, fresh: stage name -> that stage's metrics JSON (with its "machine" key, if any).
+    reference, fresh: output name (a stage, or seeds/<seed>/<stage>) -> its metrics JSON (with
+    its "machine" key, if any); an output is compared on the metrics COMPARED lists for its stage.
     """
     rows = []
-    for stage, metric in COMPARED:
-        old, new = reference.get(stage, {}), fresh.get(stage, {})
-        if metric in old and metric in new:
-            tolerance = tolerance_for(_machine(old), _machine(new))
-            rows.append(Comparison(stage, metric, float(old[metric]), float(new[metric]), tolerance))
+    for output in sorted(reference.keys() & fresh.keys()):
+        old, new = reference[output], fresh[output]
+        for metric in (m for stage, m in COMPARED if stage == output.rsplit("/", 1)[-1]):
+            if metric in old and metric in new:
+                tolerance = tolerance_for(_machine(old), _machine(new))
+                rows.append(Comparison(output, metric, float(old[metric]), float(new[metric]), tolerance))
     return rows
 
 

@@ -4,6 +4,7 @@ Only the main process logs (`dist.is_main_process()`); other ranks get a `NullRu
 imported lazily because it takes seconds to import and most library users never need it.
 """
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -13,6 +14,10 @@ from typing import Any
 
 from pipeline import dist
 from pipeline.config_schema import flatten
+
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+"""MLflow 3's UI opens a GenAI experiment on its traces overview; this kind opens on model
+training (runs, metrics, charts), which is what every run here is."""
 
 
 def tracking_uri(configured: str | None, default_db: Path) -> str:
@@ -51,6 +56,28 @@ class Run:
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self._mlflow.set_tags(dict(tags))
 
+    def log_dataset(self, path: Path, *, name: str, digest: str, context: str) -> None:
+        """Record the dataset the run read (the UI's Dataset column): its local folder, by name
+        and content digest; metadata only, the data stays where it is."""
+        from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+        from mlflow.data.meta_dataset import MetaDataset
+
+        source = get_dataset_source_from_json(json.dumps({"uri": str(Path(path).resolve())}), source_type="local")
+        self._mlflow.log_input(MetaDataset(source, name=name, digest=digest[:36]), context=context)
+
+    def log_model(self, model: Any, name: str, example: Any) -> str:
+        """Log `model` as an MLflow model that `mlflow.pytorch.load_model` loads; returns its URI.
+
+        Saved as a torch.export graph (MLflow's pt2 format, traced on `example`, a small input
+        batch): loading needs torch only, not this project's code, and runs no pickled code.
+        """
+        import mlflow.pytorch
+        import torch
+
+        requirement = f"torch=={torch.__version__.split('+')[0]}"
+        info = mlflow.pytorch.log_model(model, name=name, serialization_format="pt2", input_example=example, pip_requirements=[requirement])
+        return info.model_uri
+
 
 class NullRun:
     """Stand-in on non-main ranks (and when tracking is off): accepts every call, logs nothing."""
@@ -82,13 +109,22 @@ def start_run(
     import mlflow
 
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment)
+    open_experiment(mlflow, experiment)
     active = _reopen(mlflow, resume_run_id) or mlflow.start_run(run_name=run_name)
     with active:  # mlflow's context manager marks the run FAILED or KILLED on an exception
         if active.info.run_id != resume_run_id:
             _log_params(mlflow, params)
         mlflow.set_tags(dict(tags))
         yield Run(mlflow, active)
+
+
+def open_experiment(mlflow: Any, name: str) -> str:
+    """Make `name` the active experiment (created if missing) of kind model training; its id."""
+    found = mlflow.set_experiment(name)
+    if any(found.tags.get(key) != value for key, value in EXPERIMENT_KIND.items()):
+        for key, value in EXPERIMENT_KIND.items():
+            mlflow.MlflowClient().set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
 
 
 def _reopen(mlflow: Any, run_id: str | None) -> Any:

@@ -2,8 +2,9 @@
 
 Not a DVC stage: run it after training anew (`rm -rf models && make repro`; with models/ in
 place a forced rerun only reports the finished runs again) to see whether this machine
-reproduces the committed results (metrics/*.json at REV, default HEAD) within
-the tolerance pipeline/reference.py states. Exits 1 if a number is outside it.
+reproduces the committed results (metrics/compare.json and metrics/seeds/<seed>/*.json at REV,
+default HEAD, for every seed present here) within the tolerance pipeline/reference.py states.
+Exits 1 if a number is outside it.
 """
 
 import argparse
@@ -30,13 +31,23 @@ def _fresh(stage: str) -> dict:
     return json.loads(path.read_text())
 
 
+def _outputs() -> list[str]:
+    """The outputs to compare: compare.json and each seed's main-comparison metrics, those written here."""
+    stages = sorted({stage for stage, _ in COMPARED})
+    seeds = sorted(p.name for p in paths.SEEDS_METRICS.glob("*") if p.name.isdigit())
+    if not seeds:
+        raise UserError(f"{paths.SEEDS_METRICS}: no seed folders; run `dvc repro` first")
+    outputs = ["compare"] + [paths.seeded(stage, int(seed)) for seed in seeds for stage in stages if stage != "compare"]
+    return [output for output in outputs if paths.metrics_file(output).is_file()]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rev", default="HEAD", help="git revision holding the reference metrics/")
     args = parser.parse_args(argv)
-    stages = sorted({stage for stage, _ in COMPARED})
     try:
-        rows = compare_results({s: _committed(s, args.rev) for s in stages}, {s: _fresh(s) for s in stages})
+        outputs = _outputs()
+        rows = compare_results({o: _committed(o, args.rev) for o in outputs}, {o: _fresh(o) for o in outputs})
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

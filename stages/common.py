@@ -1,6 +1,7 @@
 """Glue the training stages share: one `training_stage` sets a stage's run up (device, data, key,
 resume, MLflow), and its job scores the test split and writes metrics and plots."""
 
+import copy
 import csv
 import dataclasses
 import io
@@ -65,7 +66,7 @@ class StageJob:
         """A second training in the same MLflow run (a cell's linear probe after its pretraining),
         with its own checkpoint, key and resume state; its epoch metrics are logged as probe/*."""
         methods.method(trains)
-        checkpoint_path = _checkpoint_path(model_dir, self.cell)
+        checkpoint_path = _checkpoint_path(model_dir, self.context.seed, self.cell)
         config = run_config(self.params, *sections, inputs={"prepared": prepared_digest(self.params), **inputs}, seed=self.context.seed, extra=key)
         resume = resume_state(checkpoint_path, config, epochs=epochs)
         context = dataclasses.replace(
@@ -84,6 +85,12 @@ class StageJob:
         log_confusion(self.run, confusion_matrix(logits, self.data.test.labels), self.data.class_names, self.output)
         return classification_metrics(logits, self.data.test.labels, "test")
 
+    def log_model(self, predictor: nn.Module) -> None:
+        """The trained model (uint8 images -> logits) as the run's MLflow model `model`, traced
+        on two val images (never test); a CPU copy, so it loads on any machine."""
+        if dist.is_main_process():
+            self.run.log_model(copy.deepcopy(predictor).cpu().eval(), "model", example=self.data.val.images[:2].numpy())
+
     def finish(self, metrics: dict, history: list[dict[str, float]], test: dict[str, float] | None = None) -> None:
         """metrics/<output>.json (`metrics`, the summary of `history`, `test`) and plots/<output>.csv, logged to MLflow."""
         summary = {**metrics, "train_images": len(self.train_split.labels), **summarize(history), **(test or {})}
@@ -100,39 +107,42 @@ def training_stage(
     model_dir: str,
     sections: tuple[str, ...],
     epochs: int,
+    seed: int,
     inputs: dict[str, str] | None = None,
     cell: Cell | None = None,
     key: dict | None = None,
 ) -> Iterator[StageJob]:
-    """Set a stage that trains section `trains` up: device, prepared data, the run's key (params
-    `sections`, code, the prepared data and `inputs` digests, and `key`), resume from
-    models/<model_dir>/last.pt, the MLflow run. `method` names the run (supcon, simclr, ce).
+    """Set a stage that trains section `trains` with training seed `seed` up: device, prepared
+    data, the run's key (params `sections`, seed, code, the prepared data and `inputs` digests,
+    and `key`), resume from models/seeds/<seed>/<model_dir>/last.pt, the MLflow run. `method`
+    names the run (supcon, simclr, ce). Writes metrics/seeds/<seed>/<stage>.json.
 
-    A reduced-data `cell` trains on its labelled fraction with its own seed, under
+    A reduced-data `cell` (whose seed is `seed`) trains on its labelled fraction, under
     models/reduced/<cell>/<model_dir>, and writes metrics/reduced/<cell>.json.
     """
     methods.method(trains)  # imported before the key is taken: its code is part of the key
     device = runtime(params)
     data = load_prepared(paths.prepared(params.data.dataset))
     train_split = labelled_subset(data, cell.fraction, params.run.seed) if cell else data.subset(params.data.train_fraction)
-    seed = cell.seed if cell else params.run.seed
-    checkpoint_path = _checkpoint_path(model_dir, cell)
+    checkpoint_path = _checkpoint_path(model_dir, seed, cell)
     cell_key = {"cell": {"fraction": cell.fraction, "seed": cell.seed}} if cell else {}
     config = run_config(params, *sections, inputs={"prepared": prepared_digest(params), **(inputs or {})}, seed=seed, extra={**cell_key, **(key or {})})
     resume = resume_state(checkpoint_path, config, epochs=epochs)
     env = environment.run_environment(device)
-    tags = {"fraction": str(cell.fraction), "seed": str(cell.seed), "cell": cell.name} if cell else {}
-    with tracked_run(params, env, stage=stage, method=method, resume=resume, extra_tags=tags) as run:
+    tags = {"fraction": str(cell.fraction), "cell": cell.name} if cell else {}
+    with tracked_run(params, env, stage=stage, method=method, seed=seed, resume=resume, extra_tags=tags) as run:
+        if resume is None:  # a reopened run has it already
+            run.log_dataset(paths.prepared(params.data.dataset), name=params.data.dataset, digest=config["inputs"]["prepared"], context="training")
         context = RunContext(
             seed=seed, device=device, checkpoint_path=checkpoint_path, config=config, resume=resume,
             on_epoch=epoch_logger(run), run_id=run.run_id, machine=environment.machine_key(env), wrap=placer(params, device),
         )  # fmt: skip
-        output = f"reduced/{cell.name}" if cell else stage
+        output = f"reduced/{cell.name}" if cell else paths.seeded(stage, seed)
         yield StageJob(stage, trains, params, device, data, train_split, context, run, env, output, cell)
 
 
-def _checkpoint_path(model_dir: str, cell: Cell | None) -> Path:
-    folder = paths.reduced_dir(cell.name) / model_dir if cell else paths.model_dir(model_dir)
+def _checkpoint_path(model_dir: str, seed: int, cell: Cell | None) -> Path:
+    folder = paths.reduced_dir(cell.name) / model_dir if cell else paths.model_dir(model_dir, seed)
     return folder / checkpoint.LAST
 
 
@@ -155,12 +165,13 @@ def placer(params: Params, device: torch.device) -> Callable[[nn.Module], nn.Mod
     return place
 
 
-def run_config(params: Params, *sections: str, inputs: dict[str, str], seed: int | None = None, extra: dict | None = None) -> dict:
+def run_config(params: Params, *sections: str, inputs: dict[str, str], seed: int, extra: dict | None = None) -> dict:
     """The key of a stage's result (its checkpoint fingerprint): the params that can change it,
-    the digest of every project module this process imported, and the digests of its inputs.
-    `seed` overrides run.seed (a reduced-data cell's); `extra` adds what else decides the result."""
+    its training seed, the digest of every project module this process imported, and the digests
+    of its inputs (the data seed run.seed is in the prepared data's); `extra` adds what else
+    decides the result."""
     config = {name: _result_params(as_dict(getattr(params, name)), name) for name in sections}
-    config["seed"] = params.run.seed if seed is None else seed
+    config["seed"] = seed
     config.update(extra or {})
     config["world_size"] = dist.world_size()
     config["code"] = provenance.code_digests()
@@ -183,7 +194,7 @@ def prepared_digest(params: Params) -> str:
 
 @contextmanager
 def tracked_run(
-    params: Params, env: dict[str, str], *, stage: str, method: str, resume: dict | None, extra_tags: dict[str, str] | None = None
+    params: Params, env: dict[str, str], *, stage: str, method: str, seed: int | None, resume: dict | None, extra_tags: dict[str, str] | None = None
 ) -> Iterator[tracking.Run | tracking.NullRun]:
     """The stage's MLflow run (reopened after an interruption), tagged and with params logged.
 
@@ -196,7 +207,7 @@ def tracked_run(
         "method": method,
         "dataset": params.data.dataset,
         "encoder": params.model.encoder,
-        "seed": str(params.run.seed),
+        **({"seed": str(seed)} if seed is not None else {}),
         **_machine_tags(env, resume),
         **(extra_tags or {}),
     }

@@ -19,8 +19,15 @@ def corrupted(dataset: str) -> Path:
     return Path("data/corrupted") / dataset
 
 
-def model_dir(method: str) -> Path:
-    return MODELS / method
+def model_dir(method: str, seed: int) -> Path:
+    """models/seeds/<seed>/<method>: one folder per training seed of the main comparison."""
+    return MODELS / "seeds" / str(seed) / method
+
+
+def seeded(stage: str, seed: int) -> str:
+    """The output name of `stage` for training seed `seed`: metrics/seeds/<seed>/<stage>.json and
+    plots/seeds/<seed>/<stage>.csv (see metrics_file and plot_file)."""
+    return f"seeds/{seed}/{stage}"
 
 
 def reduced_dir(cell: str) -> Path:
@@ -28,12 +35,13 @@ def reduced_dir(cell: str) -> Path:
     return MODELS / "reduced" / cell
 
 
-def metrics_file(stage: str) -> Path:
-    return METRICS / f"{stage}.json"
+def metrics_file(output: str) -> Path:
+    """metrics/<output>.json; `output` is a stage name or a seeded/cell output name."""
+    return METRICS / f"{output}.json"
 
 
-def plot_file(stage: str) -> Path:
-    return PLOTS / f"{stage}.csv"
+def plot_file(output: str) -> Path:
+    return PLOTS / f"{output}.csv"
 
 
 def mlflow_db() -> Path:
@@ -44,7 +52,9 @@ def mlflow_db() -> Path:
 # --- the report stage ---------------------------------------------------------------------------
 
 SEEDS_METRICS = METRICS / "seeds"
-"""metrics/seeds/<seed>/<stage>.json: values per seed; the report prefers them to metrics/<stage>.json."""
+"""metrics/seeds/<seed>/<stage>.json: the main comparison's values, one folder per training seed."""
+SEEDS_PLOTS = PLOTS / "seeds"
+"""plots/seeds/<seed>/<stage>.csv: the main comparison's curves per training seed."""
 REDUCED_METRICS = METRICS / "reduced"
 """metrics/reduced/<cell>.json: one file per reduced-data cell."""
 SWEEPS = Path("sweeps")

@@ -1,21 +1,24 @@
 """Stage `pretrain_supcon`: encoder + projection head trained with SupCon (or SimCLR).
 
-Checkpoints every epoch to models/supcon/last.pt and resumes from it; runs under
+    python -m stages.pretrain_supcon [--seed S]
+
+One run per training seed (dvc.yaml: pretrain_supcon@<seed>). Checkpoints every epoch to
+models/seeds/<seed>/supcon/last.pt and resumes from it; runs under
 `torchrun --nproc_per_node=N -m stages.pretrain_supcon` as well (DDP, gathered loss).
 """
 
 from pipeline import dist
 from pipeline.config import Params
 from stages import common
-from stages.cli import run_stage
+from stages.cli import run_seeded_stage
 
 STAGE = "pretrain_supcon"
 
 
-def pretrain(params: Params) -> None:
+def pretrain(params: Params, seed: int) -> None:
     method = params.supcon.method
     sections = ("data", "model", "supcon")
-    with common.training_stage(params, stage=STAGE, trains="supcon", method=method, model_dir="supcon", sections=sections, epochs=params.supcon.epochs) as job:
+    with common.training_stage(params, stage=STAGE, trains="supcon", method=method, model_dir="supcon", sections=sections, epochs=params.supcon.epochs, seed=seed) as job:
         trained = job.train(config=params.supcon, model_config=params.model)
         job.finish({"method": method}, trained.history)
         if dist.is_main_process():
@@ -23,7 +26,7 @@ def pretrain(params: Params) -> None:
 
 
 def main() -> None:
-    run_stage(pretrain)
+    run_seeded_stage(pretrain, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def _subset_size(params: Params, cell: common.Cell) -> int:
 def _cross_entropy(params: Params, cell: common.Cell) -> None:
     config = _budget(params, params.ce, _subset_size(params, cell))
     budget = {"budget": {"epochs": config.epochs, "batch_size": config.batch_size}}
-    with common.training_stage(params, stage=STAGE, trains="ce", method="ce", model_dir="ce", sections=("data", "model", "ce"), epochs=config.epochs, cell=cell, key=budget) as job:
+    with common.training_stage(params, stage=STAGE, trains="ce", method="ce", model_dir="ce", sections=("data", "model", "ce"), epochs=config.epochs, seed=cell.seed, cell=cell, key=budget) as job:
         trained = job.train(config=config, model_config=params.model)
         if dist.is_main_process():
             n = len(job.train_split.labels)
@@ -71,7 +71,7 @@ def _supcon_and_probe(params: Params, cell: common.Cell) -> None:
     probe = replace(probe, epochs=max(probe.epochs, params.linear.epochs))
     sections = ("data", "model", "supcon")
     key = {"budget": {"epochs": pretrain.epochs, "batch_size": pretrain.batch_size}}
-    with common.training_stage(params, stage=STAGE, trains="supcon", method=params.supcon.method, model_dir="supcon", sections=sections, epochs=pretrain.epochs, cell=cell, key=key) as job:
+    with common.training_stage(params, stage=STAGE, trains="supcon", method=params.supcon.method, model_dir="supcon", sections=sections, epochs=pretrain.epochs, seed=cell.seed, cell=cell, key=key) as job:
         encoder = job.train(config=pretrain, model_config=params.model).model.encoder
         encoder_digest = provenance.file_digest(job.context.checkpoint_path) if job.context.checkpoint_path.exists() else ""
         probe_job = job.then("linear", model_dir="linear", sections=("data", "linear"), epochs=probe.epochs, inputs={"encoder": encoder_digest}, key={"budget": {"epochs": probe.epochs}})

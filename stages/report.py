@@ -1,8 +1,8 @@
 """Stage `report`: reports/summary.md and reports/figures/*.png from the metrics files on disk,
 with a verdict per paper claim (pipeline.report), logged as one MLflow run.
 
-Required: metrics/linear_eval.json and metrics/train_ce.json, or metrics/seeds/<seed>/ holding
-them. Everything else is optional; a missing input gives a section that names the stage to run.
+Required: metrics/seeds/<seed>/linear_eval.json and train_ce.json for each of run.seeds.
+Everything else is optional; a missing input gives a section that names the stage to run.
 """
 
 from pathlib import Path
@@ -15,12 +15,13 @@ from pipeline.config import Params
 from pipeline.report import Folders, build, read_inputs
 from pipeline.report.figures import save_png
 from stages import common, paths
+from stages.common import Cell
 from stages.cli import run_stage
 
 STAGE = "report"
 SUMMARY = paths.SUMMARY
 FIGURES = paths.REPORT_FIGURES
-FOLDERS = Folders(metrics=paths.METRICS, seeds=paths.SEEDS_METRICS, reduced=paths.REDUCED_METRICS, plots=paths.PLOTS, sweeps=paths.SWEEPS)
+FOLDERS = Folders(seeds=paths.SEEDS_METRICS, seed_plots=paths.SEEDS_PLOTS, reduced=paths.REDUCED_METRICS, sweeps=paths.SWEEPS)
 
 
 def write(text: str, drawn: dict[str, Figure]) -> list[Path]:
@@ -37,11 +38,13 @@ def write(text: str, drawn: dict[str, Figure]) -> list[Path]:
 
 
 def report(params: Params) -> None:
-    inputs = read_inputs(FOLDERS, params.run.seed)  # before the MLflow run: a missing input opens no run
+    # Only this params' seeds and cells: results of ones since removed may still lie on disk.
+    cells = {Cell(fraction, method, seed).name for fraction in params.reduced.fractions for method in params.reduced.methods for seed in params.run.seeds}
+    inputs = read_inputs(FOLDERS, list(params.run.seeds), cells)  # before the MLflow run: a missing input opens no run
     text, drawn, rows = build(inputs, dataset=params.data.dataset, encoder=params.model.encoder, views=params.supcon.views)
     env = environment.run_environment(torch.device("cpu"))
     verdicts = {f"claim/{row.key}": row.verdict for row in rows}
-    with common.tracked_run(params, env, stage=STAGE, method=f"{inputs.method}-vs-ce", resume=None, extra_tags=verdicts) as run:
+    with common.tracked_run(params, env, stage=STAGE, method=f"{inputs.method}-vs-ce", seed=None, resume=None, extra_tags=verdicts) as run:
         pngs = write(text, drawn)
         run.log_artifact(SUMMARY, "report")
         for png in pngs:

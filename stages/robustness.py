@@ -1,5 +1,8 @@
 """Stage `robustness`: the SupCon model (encoder + linear probe) and the CE model on the corrupted test set.
 
+One run per training seed, on that seed's models: `python -m stages.robustness [--seed S]`
+(dvc.yaml: robustness@<seed>); the corrupted images are the same for every seed.
+
 Top-1 error per corruption and severity, the clean error, CE / relative CE and their means (mCE,
 relative mCE), and top-1 and ECE against severity (the paper's Table 6 / Figure 6), for both
 models. The CE normaliser is AlexNet's published ImageNet-C errors on the released ImageNet-C;
@@ -16,28 +19,28 @@ from pipeline.corruption.store import CorruptedSet, open_corrupted
 from pipeline.data import load_prepared
 from pipeline.saved_models import load_ce_classifier, load_probe_classifier
 from stages import common, paths
-from stages.cli import run_stage
+from stages.cli import run_seeded_stage
 
 STAGE = "robustness"
 ALEXNET = "AlexNet's ImageNet-C errors (Hendrycks & Dietterich, ICLR 2019)"
 OWN_CE = "this pipeline's CE model (train_ce): its CE and relative CE are 100 by construction"
 
 
-def score(params: Params) -> None:
+def score(params: Params, seed: int) -> None:
     device = common.runtime(params)
     data = load_prepared(paths.prepared(params.data.dataset))
     corrupted = open_corrupted(paths.corrupted(params.data.dataset), data)
-    checkpoints = {"supcon": paths.model_dir("supcon") / checkpoint.LAST, "linear": paths.model_dir("linear") / checkpoint.LAST, "ce": paths.model_dir("ce") / checkpoint.LAST}
+    checkpoints = {name: paths.model_dir(name, seed) / checkpoint.LAST for name in ("supcon", "linear", "ce")}
     classifiers = {
-        "supcon": load_probe_classifier(checkpoints["supcon"], paths.model_dir("linear"), data, device),
-        "ce": load_ce_classifier(paths.model_dir("ce"), data, device),
+        "supcon": load_probe_classifier(checkpoints["supcon"], paths.model_dir("linear", seed), data, device),
+        "ce": load_ce_classifier(paths.model_dir("ce", seed), data, device),
     }
     scored_runs = {f"{name}_run_id": checkpoint.load(path).get("mlflow_run_id") or "" for name, path in checkpoints.items()}
     env = environment.run_environment(device)
-    with common.tracked_run(params, env, stage=STAGE, method=f"{params.supcon.method}-vs-ce", resume=None, extra_tags=scored_runs) as run:
+    with common.tracked_run(params, env, stage=STAGE, method=f"{params.supcon.method}-vs-ce", seed=seed, resume=None, extra_tags=scored_runs) as run:
         scores = {name: score_corrupted(model, corrupted, device=device, batch_size=params.robustness.batch_size, name=name) for name, model in classifiers.items()}
         metrics = {"mlflow_run_id": run.run_id, **_report(scores, corrupted), "scored_runs": scored_runs, "environment": {**env, "machine": environment.machine_key(env)}}
-        _write(run, metrics, params.supcon.method)
+        _write(run, metrics, params.supcon.method, seed)
 
 
 def _report(scores: dict, corrupted: CorruptedSet) -> dict:
@@ -59,21 +62,22 @@ def _report(scores: dict, corrupted: CorruptedSet) -> dict:
     }  # fmt: skip
 
 
-def _write(run, metrics: dict, method: str) -> None:
-    atomic.write_json(paths.metrics_file(STAGE), metrics)
-    atomic.write_text(paths.plot_file("robustness_severity"), _severity_csv(metrics))
-    atomic.write_text(paths.plot_file("robustness_corruptions"), _corruption_csv(metrics))
+def _write(run, metrics: dict, method: str, seed: int) -> None:
+    metrics_path = paths.metrics_file(paths.seeded(STAGE, seed))
+    atomic.write_json(metrics_path, metrics)
+    atomic.write_text(paths.plot_file(paths.seeded("robustness_severity", seed)), _severity_csv(metrics))
+    atomic.write_text(paths.plot_file(paths.seeded("robustness_corruptions", seed)), _corruption_csv(metrics))
     summary = {f"{model}/{key}": metrics[model][key] for model in ("supcon", "ce") for key in ("mCE", "relative_mCE", "clean_error") if key in metrics[model]}
     for model in ("supcon", "ce"):
         for level, row in metrics[model]["by_severity"].items():
             summary.update({f"{model}/top1_severity_{level}": row["top1"], f"{model}/ece_severity_{level}": row["ece"]})
     run.log_metrics(summary)
-    run.log_artifact(paths.metrics_file(STAGE), "metrics")
+    run.log_artifact(metrics_path, "metrics")
     for name, figure in (("severity", figures.robustness_by_severity(metrics, method)), ("corruptions", figures.errors_by_corruption(metrics, method))):
         run.log_figure(figure, f"robustness/{name}.png")
         figures.close(figure)
     shown = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if "severity" not in k)
-    print(f"{STAGE}: {metrics['source']} ({metrics['images_per_cell']} images per cell), baseline {metrics['baseline']}: {shown}")
+    print(f"{STAGE} (seed {seed}): {metrics['source']} ({metrics['images_per_cell']} images per cell), baseline {metrics['baseline']}: {shown}")
 
 
 def _severity_csv(metrics: dict) -> str:
@@ -103,7 +107,7 @@ def _csv(rows: list[list]) -> str:
 
 
 def main() -> None:
-    run_stage(score)
+    run_seeded_stage(score, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

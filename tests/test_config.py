@@ -107,6 +107,8 @@ def test_wrong_types_are_rejected(raw, key, allowed):
         (params_with(robustness={"released": "cifar10c"}), "robustness.released", "'cifar10-c'"),
         (params_with(robustness={"batch_size": 0}), "robustness.batch_size", ">= 1"),
         (params_with(sweep={"num_samples": 0}), "sweep.num_samples", ">= 1"),
+        (params_with(run={"seeds": []}), "run.seeds", "non-empty"),
+        (params_with(run={"seeds": [0, 0]}), "run.seeds", "without repeats"),
     ],
 )
 def test_out_of_range_values_are_rejected(raw, key, allowed):

@@ -15,13 +15,13 @@ def _metrics(top1: float, machine: str) -> dict:
 
 
 def test_same_machine_is_held_to_the_tight_tolerance_another_to_the_wide_one():
-    reference = {"train_ce": _metrics(0.85, "m1")}
+    reference = {"seeds/0/train_ce": _metrics(0.85, "m1")}
     drift = SAME_MACHINE_TOLERANCE + 0.001
-    (same,) = compare_results(reference, {"train_ce": _metrics(0.85 + drift, "m1")})
-    (other,) = compare_results(reference, {"train_ce": _metrics(0.85 + drift, "m2")})
+    (same,) = compare_results(reference, {"seeds/0/train_ce": _metrics(0.85 + drift, "m1")})
+    (other,) = compare_results(reference, {"seeds/0/train_ce": _metrics(0.85 + drift, "m2")})
     assert not same.ok and same.tolerance == SAME_MACHINE_TOLERANCE
     assert other.ok and other.tolerance == OTHER_MACHINE_TOLERANCE
-    (far,) = compare_results(reference, {"train_ce": _metrics(0.85 - OTHER_MACHINE_TOLERANCE - 0.001, "m2")})
+    (far,) = compare_results(reference, {"seeds/0/train_ce": _metrics(0.85 - OTHER_MACHINE_TOLERANCE - 0.001, "m2")})
     assert not far.ok
 
 
@@ -31,20 +31,20 @@ def test_metrics_missing_on_either_side_are_not_compared():
 
 def test_cli_compares_the_working_tree_with_a_commit(tmp_path):
     def commit_metrics(values: dict[str, float]) -> None:
-        (tmp_path / "metrics").mkdir(exist_ok=True)
-        for stage, top1 in values.items():
-            (tmp_path / "metrics" / f"{stage}.json").write_text(json.dumps(_metrics(top1, "m")))
+        for output, top1 in values.items():
+            (tmp_path / "metrics" / f"{output}.json").parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "metrics" / f"{output}.json").write_text(json.dumps(_metrics(top1, "m")))
 
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    commit_metrics({"pretrain_supcon": 0.5, "train_ce": 0.85, "linear_eval": 0.86, "compare": 0.01, "robustness": 0.6})
+    commit_metrics({"seeds/0/pretrain_supcon": 0.5, "seeds/0/train_ce": 0.85, "seeds/1/train_ce": 0.84, "seeds/0/linear_eval": 0.86, "compare": 0.01})
     subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
     subprocess.run([*git, "commit", "-qm", "reference"], cwd=tmp_path, check=True)
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
     check = [sys.executable, "-m", "stages.check_reference"]
 
     same = subprocess.run(check, cwd=tmp_path, capture_output=True, text=True, env=env)
-    assert same.returncode == 0 and "0 of" not in same.stdout and "within tolerance" in same.stdout
-    commit_metrics({"train_ce": 0.80})
+    assert same.returncode == 0 and "3 of 3 within tolerance" in same.stdout
+    commit_metrics({"seeds/1/train_ce": 0.80})
     moved = subprocess.run(check, cwd=tmp_path, capture_output=True, text=True, env=env)
     assert moved.returncode == 1 and "OUTSIDE" in moved.stdout

@@ -1,5 +1,5 @@
 """The report: claim verdicts (pipeline.report.verdicts) against hand-computed numbers, and the `report`
-stage in-process on fake metrics files in both layouts (one seed per stage, metrics/seeds/)."""
+stage in-process on fake metrics files (metrics/seeds/<seed>/, metrics/reduced/<cell>)."""
 
 import json
 import math
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from pipeline.report.verdicts import DID_NOT_HOLD, HELD, NOT_ENOUGH, Evidence, best_value_verdict, mean_std, verdict
 from pipeline.errors import UserError
@@ -120,7 +121,7 @@ def write_reduced(root: Path) -> None:
                 budget = {"steps": 100, "epochs": 20, "batch_size": 16, "images_seen": 25600, **({"probe_epochs": 10} if method == "supcon" else {})}
                 cell = {"cell": f"{fraction}-{method}-{seed}", "fraction": fraction, "method": method, "seed": seed, "train_images": int(54000 * fraction),
                         "test/top1": top1, "test/ece": 0.05, "best_epoch": 20, "budget": budget}  # fmt: skip
-                write(root / f"metrics/reduced/{fraction}-{method}-{seed}.json", cell)
+                write(root / f"metrics/reduced/{method}-{fraction}-seed{seed}.json", cell)
 
 
 def write_sweeps(root: Path) -> None:
@@ -132,10 +133,10 @@ def write_sweeps(root: Path) -> None:
 
 
 def write_plots(root: Path) -> None:
-    (root / "plots").mkdir(parents=True, exist_ok=True)
-    (root / "plots/pretrain_supcon.csv").write_text("epoch,train_loss,train_lr,val_knn_top1\n1,5.6,0.1,\n2,5.2,0.5,0.7\n3,5.0,0.2,0.8\n")
-    (root / "plots/train_ce.csv").write_text("epoch,train_loss,val_top1\n1,1.3,0.6\n2,0.9,0.7\n")
-    (root / "plots/linear_eval.csv").write_text("epoch,train_loss,val_top1\n1,0.5,0.84\n2,0.4,0.85\n")
+    (root / "plots/seeds/0").mkdir(parents=True, exist_ok=True)
+    (root / "plots/seeds/0/pretrain_supcon.csv").write_text("epoch,train_loss,train_lr,val_knn_top1\n1,5.6,0.1,\n2,5.2,0.5,0.7\n3,5.0,0.2,0.8\n")
+    (root / "plots/seeds/0/train_ce.csv").write_text("epoch,train_loss,val_top1\n1,1.3,0.6\n2,0.9,0.7\n")
+    (root / "plots/seeds/0/linear_eval.csv").write_text("epoch,train_loss,val_top1\n1,0.5,0.84\n2,0.4,0.85\n")
 
 
 @pytest.fixture(scope="module")
@@ -156,10 +157,19 @@ def project(tmp_path, monkeypatch, mlflow_uri):
     return tmp_path
 
 
-def write_main(root: Path) -> None:
-    write(root / "metrics/linear_eval.json", {"test/top1": 0.8635, "test/ece": 0.007021, "method": "supcon", "best_epoch": 29, "train_images": 27000, "epochs": 30, "mlflow_run_id": "probe-run"})
-    write(root / "metrics/train_ce.json", {"test/top1": 0.8581, "test/ece": 0.037334, "epochs": 6, "train_images": 27000, "mlflow_run_id": "ce-run"})
-    write(root / "metrics/pretrain_supcon.json", {"epochs": 6, "train_images": 27000, "val/knn_top1": 0.877, "mlflow_run_id": "pretrain-run"})
+def set_params(root: Path, seeds: list[int], fractions: list[float]) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["run"]["seeds"], params["reduced"]["fractions"] = seeds, fractions
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def write_main(root: Path, spread: float = 0.0, seeds: tuple[int, ...] = (0,)) -> None:
+    """The main comparison per seed: SupCon 86.35 and CE 85.81 on average, each seed `spread` apart."""
+    for seed in seeds:
+        shift = spread * (seed - (len(seeds) - 1) / 2)
+        write(root / f"metrics/seeds/{seed}/linear_eval.json", {"test/top1": 0.8635 + shift, "test/ece": 0.007021, "method": "supcon", "best_epoch": 29, "train_images": 27000, "epochs": 30, "mlflow_run_id": "probe-run"})
+        write(root / f"metrics/seeds/{seed}/train_ce.json", {"test/top1": 0.8581 + shift, "test/ece": 0.037334, "epochs": 6, "train_images": 27000, "mlflow_run_id": "ce-run"})
+        write(root / f"metrics/seeds/{seed}/pretrain_supcon.json", {"epochs": 6, "train_images": 27000, "val/knn_top1": 0.877, "mlflow_run_id": "pretrain-run"})
 
 
 def run_report() -> str:
@@ -177,23 +187,26 @@ def claim_row(summary: str, claim: str) -> str:
 
 
 def test_report_with_every_input_gives_tables_verdicts_figures_and_one_mlflow_run(project, mlflow_uri):
-    write_main(project)
-    write(project / "metrics/robustness.json", robustness_run(95.0, 100.0))
+    set_params(project, seeds=[0, 1, 2], fractions=list(REDUCED))
+    write_main(project, spread=0.01, seeds=(0, 1, 2))
+    write(project / "metrics/seeds/0/robustness.json", robustness_run(95.0, 100.0))
     write_reduced(project)
+    write(project / "metrics/reduced/ce-0.5-seed0.json", {"fraction": 0.5, "method": "ce", "seed": 0, "test/top1": 0.1})  # a fraction params no longer lists
     write_sweeps(project)
     write_plots(project)
 
     summary = run_report()
 
     # main table: values, compute (images x views x epochs) and model selection
-    assert "| SupCon (linear eval) | 86.35 (n=1) | 0.0070 (n=1) | 0 |" in summary
-    assert "| cross-entropy | 85.81 (n=1) | 0.0373 (n=1) | 0 |" in summary
+    assert "| SupCon (linear eval) | 86.35 ± 1.00 (n=3) | 0.0070 ± 0.0000 (n=3) | 0, 1, 2 |" in summary
+    assert "| cross-entropy | 85.81 ± 1.00 (n=3) | 0.0373 ± 0.0000 (n=3) | 0, 1, 2 |" in summary
     assert "pretraining 27,000 × 2 × 6 = 324,000; probe 27,000 × 1 × 30 = 810,000 on frozen features" in summary
     assert "27,000 × 1 × 6 = 162,000" in summary
     assert "best val top-1 epoch (epoch 29 of 30)" in summary and "final epoch (6): metrics/train_ce.json has no best_epoch" in summary
-    # claims: one seed of the main comparison and of robustness is not enough; the reduced-data
-    # cells have three seeds each; the newest temperature sweep's best is 0.1
-    assert "**not enough evidence**: 1 seed of SupCon, 1 seed of CE" in claim_row(summary, "SupCon (linear eval) top-1 ≥ CE top-1")
+    # claims: a main-comparison difference within the seed spread and one seed of robustness are
+    # not enough; the reduced-data cells have three seeds each; the newest sweep's best is 0.1
+    assert "**not enough evidence**: difference" in claim_row(summary, "SupCon (linear eval) top-1 ≥ CE top-1")
+    assert "50%" not in summary  # the stale cell of a fraction params no longer lists
     assert "**held**" in claim_row(summary, "SupCon beats CE with 1% of the labels")
     assert "**did not hold**" in claim_row(summary, "SupCon beats CE with 5% of the labels")
     assert "**not enough evidence**: difference" in claim_row(summary, "SupCon beats CE with 10% of the labels")
@@ -221,9 +234,9 @@ def test_report_with_every_input_gives_tables_verdicts_figures_and_one_mlflow_ru
     assert {item.path for item in client.list_artifacts(runs[0].info.run_id, "report/figures")} == {f"report/figures/{n}.png" for n in names}
 
 
-def test_report_reads_the_seeds_layout_and_says_what_was_not_run(project):
-    write_main(project)  # the flat files are left there on purpose: the seeds/ layout wins
-    (project / "metrics/pretrain_supcon.json").unlink()
+def test_report_reads_only_the_seeds_params_lists_and_says_what_was_not_run(project):
+    set_params(project, seeds=[0, 1, 2], fractions=[0.01])
+    write(project / "metrics/seeds/3/linear_eval.json", {"test/top1": 0.1, "test/ece": 0.01, "method": "supcon"})  # a seed params no longer lists
     for seed, (supcon, ce) in enumerate(((0.90, 0.80), (0.91, 0.81), (0.92, 0.82))):
         write(project / f"metrics/seeds/{seed}/linear_eval.json", {"test/top1": supcon, "test/ece": 0.01, "method": "supcon", "best_epoch": 10 + seed, "train_images": 100, "epochs": 30})
         write(project / f"metrics/seeds/{seed}/train_ce.json", {"test/top1": ce, "test/ece": 0.02, "epochs": 6, "train_images": 100, "best_epoch": 5})
@@ -240,21 +253,23 @@ def test_report_reads_the_seeds_layout_and_says_what_was_not_run(project):
     for stage in ("reduced_data", "robustness", "pretrain_supcon", "train_ce", "linear_eval"):
         assert f"not run yet: `dvc repro {stage}`" in summary
     assert "no sweep yet: `python -m pipeline.sweep --space temperature`" in summary
-    assert "values per seed from `metrics/seeds/<seed>/`" in summary
+    assert "values per seed from `metrics/seeds/<seed>/` (run.seeds: 0, 1, 2)" in summary
     assert not stale.exists() and not list((project / "reports/figures").glob("*.png"))
 
 
-def test_missing_linear_eval_names_the_file_and_the_stage(project):
-    write(project / "metrics/train_ce.json", {"test/top1": 0.85, "test/ece": 0.03, "epochs": 6, "train_images": 100})
-    with pytest.raises(UserError, match=r"metrics/linear_eval\.json: missing .*`dvc repro linear_eval`"):
+def test_missing_linear_eval_of_a_seed_names_the_file_and_the_stage(project):
+    set_params(project, seeds=[0, 1], fractions=[0.01])
+    write_main(project, seeds=(0, 1))
+    (project / "metrics/seeds/1/linear_eval.json").unlink()
+    with pytest.raises(UserError, match=r"metrics/seeds/1/linear_eval\.json: missing; run `dvc repro linear_eval@1` first"):
         run_report()
     assert not (project / "reports").exists()
 
 
 def test_a_metrics_file_without_a_needed_key_is_a_user_error(project):
     write_main(project)
-    write(project / "metrics/train_ce.json", {"test/ece": 0.03})
-    with pytest.raises(UserError, match=r"metrics/train_ce\.json: has no test/top1"):
+    write(project / "metrics/seeds/0/train_ce.json", {"test/ece": 0.03})
+    with pytest.raises(UserError, match=r"metrics/seeds/0/train_ce\.json: has no test/top1"):
         run_report()
 
 

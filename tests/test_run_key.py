@@ -25,19 +25,21 @@ def _params(**overrides: dict):
 
 
 def test_settings_that_cannot_change_the_model_are_not_in_the_key(tmp_path):
-    base = common.run_config(_params(), "data", "model", "supcon", inputs={"prepared": "x"})
+    base = common.run_config(_params(), "data", "model", "supcon", inputs={"prepared": "x"}, seed=0)
     moved = common.run_config(
         _params(data={"root": str(tmp_path), "download": True}, run={"threads": 1}, supcon={"knn_every": 5}, tracking={"experiment": "other"}),
-        "data", "model", "supcon", inputs={"prepared": "x"},
+        "data", "model", "supcon", inputs={"prepared": "x"}, seed=0,
     )  # fmt: skip
     assert moved == base
     assert "root" not in base["data"] and "knn_every" not in base["supcon"]
-    changed = common.run_config(_params(supcon={"temperature": 0.5}), "data", "model", "supcon", inputs={"prepared": "x"})
+    changed = common.run_config(_params(supcon={"temperature": 0.5}), "data", "model", "supcon", inputs={"prepared": "x"}, seed=0)
     assert changed["supcon"]["temperature"] == 0.5 and changed != base
+    # the training seed keys the result; the data seed (run.seed) is in the prepared data's digest
+    assert common.run_config(_params(), "data", "model", "supcon", inputs={"prepared": "x"}, seed=1) != base
 
 
 def test_the_key_holds_a_digest_of_every_imported_project_module():
-    code = common.run_config(_params(), "model", inputs={})["code"]
+    code = common.run_config(_params(), "model", inputs={}, seed=0)["code"]
     assert {"pipeline.losses", "pipeline.engine", "stages.common"} <= set(code)
     assert code["pipeline.losses"] == provenance.file_digest(REPO / "pipeline" / "losses.py")
 

@@ -75,8 +75,14 @@ def stage(name: str, cwd: Path, check: bool = True) -> subprocess.CompletedProce
     return run([sys.executable, "-m", f"stages.{name}"], cwd, check=check)
 
 
-def metrics(folder: Path, stage_name: str) -> dict:
-    return json.loads((folder / "metrics" / f"{stage_name}.json").read_text())
+SEEDED = ("pretrain_supcon", "train_ce", "linear_eval", "robustness")
+"""Stages of the main comparison: one run per training seed (tiny params: run.seeds [0])."""
+
+
+def metrics(folder: Path, stage_name: str, seed: int = 0) -> dict:
+    """metrics/seeds/<seed>/<stage>.json for the main comparison, metrics/<stage_name>.json otherwise."""
+    name = f"seeds/{seed}/{stage_name}" if stage_name in SEEDED else stage_name
+    return json.loads((folder / "metrics" / f"{name}.json").read_text())
 
 
 def mlflow_client(folder: Path):
@@ -102,9 +108,9 @@ def rescored_ce_top1(repo: Path) -> float:
     from pipeline.models import build_ce_model
     from pipeline.preprocess import eval_preprocess, predict
 
-    state = torch.load(repo / "models/ce/last.pt", weights_only=True)
+    state = torch.load(repo / "models/seeds/0/ce/last.pt", weights_only=True)
     model = build_ce_model(**{k: v for k, v in state["spec"].items() if k != "kind"})
-    model.load_state_dict(torch.load(repo / "models/ce/best.pt", weights_only=True)["model"])
+    model.load_state_dict(torch.load(repo / "models/seeds/0/ce/best.pt", weights_only=True)["model"])
     data = load_prepared(repo / "data/prepared/fashion_mnist")
     preprocess = eval_preprocess(data.image_size, data.channels, data.mean, data.std)
     threads = torch.get_num_threads()
@@ -147,7 +153,7 @@ def project(tmp_path_factory) -> dict:
 
 def test_dvc_repro_runs_every_stage_and_writes_the_declared_outputs(project):
     repo, output = project["repo"], project["repro"].stdout
-    for name in ("prepare", "pretrain_supcon", "train_ce", "linear_eval", "compare", "report"):
+    for name in ("prepare", "pretrain_supcon@0", "train_ce@0", "linear_eval@0", "robustness@0", "compare", "report"):
         assert f"Running stage '{name}'" in output
     summary = (repo / "reports/summary.md").read_text()
     # One seed: every claim the report can test is "not enough evidence", and it says so.
@@ -164,8 +170,8 @@ def test_dvc_repro_runs_every_stage_and_writes_the_declared_outputs(project):
     assert metrics(repo, "train_ce")["test/top1"] == rescored_ce_top1(repo)
     assert metrics(repo, "linear_eval")["best_epoch"] in (1, 2)
     compare = metrics(repo, "compare")
-    assert compare["test/top1/supcon"] == metrics(repo, "linear_eval")["test/top1"]
-    assert compare["test/top1/ce"] == metrics(repo, "train_ce")["test/top1"]
+    assert compare["test/top1/supcon/mean"] == metrics(repo, "linear_eval")["test/top1"] and compare["test/top1/supcon/n"] == 1
+    assert compare["test/top1/ce/per_seed"] == {"0": metrics(repo, "train_ce")["test/top1"]}
     assert "supcon (linear eval) vs cross-entropy" in output
     # A log, not a terminal: one line per epoch, no progress-bar refreshes.
     assert "\r" not in output + project["repro"].stderr
@@ -177,13 +183,13 @@ def test_dvc_repro_runs_every_stage_and_writes_the_declared_outputs(project):
         "linear_eval": (2, "val_top1"),
     }
     for name, (epochs, monitored) in curves.items():
-        rows = list(csv.DictReader((repo / "plots" / f"{name}.csv").open()))
+        rows = list(csv.DictReader((repo / "plots/seeds/0" / f"{name}.csv").open()))
         assert [int(row["epoch"]) for row in rows] == list(range(1, epochs + 1))
         assert all(float(row["train_loss"]) > 0 and row[monitored] != "" for row in rows), rows
     for method, epochs in (("supcon", EPOCHS), ("ce", EPOCHS), ("linear", 2)):
-        state = torch.load(repo / "models" / method / "last.pt", weights_only=False)
+        state = torch.load(repo / "models/seeds/0" / method / "last.pt", weights_only=False)
         assert state["epoch"] == epochs and len(state["history"]) == epochs
-    assert torch.load(repo / "models/linear/best.pt", weights_only=False)["epoch"] == metrics(repo, "linear_eval")["best_epoch"]
+    assert torch.load(repo / "models/seeds/0/linear/best.pt", weights_only=False)["epoch"] == metrics(repo, "linear_eval")["best_epoch"]
 
 
 def test_each_training_stage_is_one_mlflow_run_with_tags_params_curves_and_artifacts(project):
@@ -206,7 +212,7 @@ def test_each_training_stage_is_one_mlflow_run_with_tags_params_curves_and_artif
         assert sorted(m.step for m in history) == list(range(1, epochs + 1))  # one point per epoch, no summary at 0
         artifacts = {a.path for a in client.list_artifacts(logged.info.run_id)}
         assert {"metrics", "curves"} <= artifacts
-        assert [a.path for a in client.list_artifacts(logged.info.run_id, "metrics")] == [f"metrics/{name}.json"]
+        assert [a.path for a in client.list_artifacts(logged.info.run_id, "metrics")] == [f"metrics/{name}.json"]  # logged by file name
     assert "val/knn_top1" in runs["pretrain_supcon"].data.metrics
     assert runs["train_ce"].data.metrics["test/top1"] == metrics(repo, "train_ce")["test/top1"]
     for name in ("pretrain_supcon", "train_ce"):
@@ -216,7 +222,7 @@ def test_each_training_stage_is_one_mlflow_run_with_tags_params_curves_and_artif
 
 def test_second_dvc_repro_has_nothing_to_do(project):
     repo = project["repo"]
-    outputs = sorted((repo / "metrics").glob("*.json")) + [repo / "models/supcon/last.pt", repo / "models/ce/last.pt"]
+    outputs = sorted((repo / "metrics").rglob("*.json")) + [repo / "models/seeds/0/supcon/last.pt", repo / "models/seeds/0/ce/last.pt"]
     before = {path: path.stat().st_mtime_ns for path in outputs}
     runs_before = len(all_runs(repo))
 
@@ -233,7 +239,7 @@ def test_second_dvc_repro_has_nothing_to_do(project):
 def interrupt(folder: Path, stage_name: str, method: str, signum: int) -> tuple[dict, int, str]:
     """Start a stage, send `signum` once its checkpoint records epoch >= 2; returns the
     checkpoint then on disk, the exit code and stderr."""
-    checkpoint_path = folder / "models" / method / "last.pt"
+    checkpoint_path = folder / "models/seeds/0" / method / "last.pt"
     with (folder / "stderr.txt").open("w") as stderr:
         # A shell's background job (`bash .ci/run &`) ignores SIGINT, and children inherit that:
         # the stage is started with the default action back, as a terminal's Ctrl-C would find it.
@@ -280,8 +286,8 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(project):
     assert resumed["train/loss"] == reference["train/loss"]
     assert resumed["val/knn_top1"] == reference["val/knn_top1"]
     assert resumed["epochs"] == reference["epochs"] == EPOCHS
-    final = torch.load(folder / "models/supcon/last.pt", weights_only=False)
-    expected = torch.load(project["repo"] / "models/supcon/last.pt", weights_only=False)
+    final = torch.load(folder / "models/seeds/0/supcon/last.pt", weights_only=False)
+    expected = torch.load(project["repo"] / "models/seeds/0/supcon/last.pt", weights_only=False)
     assert without_timing(final["history"]) == without_timing(expected["history"])
     for name, tensor in expected["model"].items():
         assert torch.equal(final["model"][name], tensor), name
@@ -321,7 +327,7 @@ def test_simclr_pretraining_and_its_linear_evaluation(project):
 
     pretrain, linear = metrics(folder, "pretrain_supcon"), metrics(folder, "linear_eval")
     assert pretrain["method"] == linear["method"] == "simclr"
-    assert torch.load(folder / "models/supcon/last.pt", weights_only=True)["config"]["supcon"]["method"] == "simclr"
+    assert torch.load(folder / "models/seeds/0/supcon/last.pt", weights_only=True)["config"]["supcon"]["method"] == "simclr"
     assert "test/top1" in linear
     runs = all_runs(folder)
     assert sorted(r.data.tags["stage"] for r in runs) == ["linear_eval", "pretrain_supcon"]
@@ -334,9 +340,9 @@ def test_torchrun_with_two_processes_writes_one_checkpoint_one_metrics_file_one_
 
     done = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "stages.pretrain_supcon"], folder)
 
-    assert sorted(p.name for p in (folder / "models/supcon").iterdir()) == ["last.pt"]
-    assert sorted(p.name for p in (folder / "metrics").iterdir()) == ["pretrain_supcon.json"]
-    state = torch.load(folder / "models/supcon/last.pt", weights_only=False)
+    assert sorted(p.name for p in (folder / "models/seeds/0/supcon").iterdir()) == ["last.pt"]
+    assert sorted(p.relative_to(folder).as_posix() for p in (folder / "metrics").rglob("*.json")) == ["metrics/seeds/0/pretrain_supcon.json"]
+    state = torch.load(folder / "models/seeds/0/supcon/last.pt", weights_only=False)
     assert state["epoch"] == 2 and state["config"]["world_size"] == 2
     result = metrics(folder, "pretrain_supcon")
     assert result["epochs"] == 2 and result["train/loss"] > 0 and 0 <= result["val/knn_top1"] <= 1
@@ -374,9 +380,15 @@ def test_comparison_notebook_runs_on_the_pipeline_outputs(project):
         nbclient.NotebookClient(notebook, timeout=240, kernel_name="python3").execute()
     finally:
         del os.environ["SUPCON_REPO"]
-    outputs = "".join(str(out.get("data", {}).get("text/plain", "")) for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs)
-    assert "supcon (linear eval)" in outputs and "test/top1" in outputs
+    shown = [out.get("text", "") + str(out.get("data", {}).get("text/plain", "")) for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs]
+    outputs = "".join(shown)
+    assert "supcon (linear eval)" in outputs and "test/top1" in outputs and "training seeds: [0]" in outputs
     assert "pretrain_supcon" in outputs and "train_ce" in outputs
+    assert "generated, 20 images per cell" in outputs  # robustness
+    fraction_table = next(text for text in shown if "side" in text and "count" in text)
+    assert "0.5" in fraction_table and "supcon" in fraction_table and "ce" in fraction_table
+    assert "no sweep yet: `python -m pipeline.sweep --space temperature`" in outputs
+    assert sum(out.get("output_type") == "display_data" and "image/png" in out.get("data", {}) for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs) == 3  # no sweep
 
 
 def test_a_code_change_trains_again_and_an_unchanged_rerun_reports_the_same_run(project):
@@ -446,9 +458,9 @@ def test_the_stages_read_the_test_split_only_to_score_the_trained_model(project,
     params = cli.read_params(Path("params.yaml"))
     threads = torch.get_num_threads()
     try:
-        pretrain_supcon.pretrain(params)
-        train_ce.train_baseline(params)
-        linear_eval.evaluate(params)
+        pretrain_supcon.pretrain(params, seed=0)
+        train_ce.train_baseline(params, seed=0)
+        linear_eval.evaluate(params, seed=0)
     finally:
         torch.set_num_threads(threads)
 
@@ -463,9 +475,9 @@ def rescored_errors(repo: Path, images: np.ndarray, labels: np.ndarray) -> float
     from pipeline.models import build_ce_model
     from pipeline.preprocess import eval_preprocess, predict
 
-    state = torch.load(repo / "models/ce/last.pt", weights_only=True)
+    state = torch.load(repo / "models/seeds/0/ce/last.pt", weights_only=True)
     model = build_ce_model(**{k: v for k, v in state["spec"].items() if k != "kind"})
-    model.load_state_dict(torch.load(repo / "models/ce/best.pt", weights_only=True)["model"])
+    model.load_state_dict(torch.load(repo / "models/seeds/0/ce/best.pt", weights_only=True)["model"])
     data = load_prepared(repo / "data/prepared/fashion_mnist")
     preprocess = eval_preprocess(data.image_size, data.channels, data.mean, data.std)
     logits = predict(model.eval(), torch.from_numpy(np.ascontiguousarray(images)), preprocess=preprocess, device=torch.device("cpu"))
@@ -474,7 +486,7 @@ def rescored_errors(repo: Path, images: np.ndarray, labels: np.ndarray) -> float
 
 def test_corrupt_and_robustness_stages_score_both_models_on_the_stored_corrupted_set(project):
     repo, output = project["repo"], project["repro"].stdout
-    assert "Running stage 'corrupt'" in output and "Running stage 'robustness'" in output
+    assert "Running stage 'corrupt'" in output and "Running stage 'robustness@0'" in output
     store = repo / "data/corrupted/fashion_mnist"
     manifest = json.loads((store / "manifest.json").read_text())
     assert manifest["source"] == "generated" and manifest["num_images"] == 20 and manifest["image_shape"] == [1, 28, 28]
@@ -498,7 +510,7 @@ def test_corrupt_and_robustness_stages_score_both_models_on_the_stored_corrupted
     assert supcon["by_severity"]["0"]["top1"] == pytest.approx(1 - supcon["clean_error"])
     mean_top1 = sum(1 - e for errors in supcon["errors"].values() for e in errors) / (5 * len(supcon["errors"]))
     assert report["supcon/corrupted_top1"] == pytest.approx(mean_top1)
-    rows = list(csv.DictReader((repo / "plots/robustness_severity.csv").open()))
+    rows = list(csv.DictReader((repo / "plots/seeds/0/robustness_severity.csv").open()))
     assert [row["severity"] for row in rows] == ["0", "1", "2", "3", "4", "5"]
     runs = [r for r in all_runs(repo) if r.data.tags.get("stage") == "robustness"]
     assert len(runs) == 1 and runs[0].data.tags["ce_run_id"] == metrics(repo, "train_ce")["mlflow_run_id"]
@@ -545,7 +557,24 @@ def test_adding_a_fraction_or_a_seed_runs_only_the_new_cells(project):
     params["run"]["seeds"] = [0, 1]
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     status = json.loads(run(["dvc", "status", "--json"], folder).stdout or "{}")
-    assert sorted(status) == sorted(f"reduced_data@{f}-{m}-{s}" for f in ("0.5", "0.25") for m in ("supcon", "ce") for s in (0, 1) if (f, s) != ("0.5", 0))
+    cells = [f"reduced_data@{f}-{m}-{s}" for f in ("0.5", "0.25") for m in ("supcon", "ce") for s in (0, 1) if (f, s) != ("0.5", 0)]
+    # the new seed's main comparison, and the two stages that summarise every seed and cell
+    assert sorted(status) == sorted([*cells, "pretrain_supcon@1", "train_ce@1", "linear_eval@1", "robustness@1", "compare", "report"])
+
+
+def test_the_main_comparison_runs_once_per_training_seed(project):
+    folder = workdir(project, "second_seed", run={"seeds": [0, 1]})
+    stage("train_ce", folder)  # no --seed: the first of run.seeds, as in the project
+    run([sys.executable, "-m", "stages.train_ce", "--seed", "1"], folder)
+    first, second = metrics(folder, "train_ce", seed=0), metrics(folder, "train_ce", seed=1)
+    assert first["test/top1"] == metrics(project["repo"], "train_ce")["test/top1"]  # seed 0 is the project's run
+    losses = [row["train_loss"] for row in csv.DictReader((folder / "plots/seeds/1/train_ce.csv").open())]
+    assert losses != [row["train_loss"] for row in csv.DictReader((folder / "plots/seeds/0/train_ce.csv").open())]
+    assert (folder / "models/seeds/1/ce/best.pt").is_file()
+    assert {r.data.tags["seed"] for r in all_runs(folder) if r.data.tags["stage"] == "train_ce"} == {"0", "1"}
+    assert second["mlflow_run_id"] != first["mlflow_run_id"]
+    unlisted = run([sys.executable, "-m", "stages.train_ce", "--seed", "7"], folder, check=False)
+    assert unlisted.returncode == 2 and unlisted.stderr.strip() == "error: --seed = 7 is not allowed: expected one of run.seeds [0, 1] (params.yaml)"
 
 
 def test_a_fraction_too_small_for_a_class_exits_2_naming_the_key(project):
@@ -555,3 +584,83 @@ def test_a_fraction_too_small_for_a_class_exits_2_naming_the_key(project):
     assert "reduced.fractions = 0.001" in done.stderr and "every class keeps an image" in done.stderr
     other = run([sys.executable, "-m", "stages.reduced_data", "--fraction", "0.3", "--method", "ce", "--seed", "0"], folder, check=False)
     assert other.returncode == 2 and "reduced.fractions = 0.3" in other.stderr
+
+
+def _get(url: str, body: dict | None = None) -> dict | str:
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps(body).encode() if body else None, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        text = response.read().decode()
+    return json.loads(text) if "/api/" in url else text
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(project):
+    """`mlflow server` on the project's store, on a free port of 127.0.0.1, as a user would open it."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    repo = project["repo"]
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{repo}/mlflow.db", "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(command, cwd=repo, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                _get(f"{base}/health")
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not answer on /health within 60 s")
+        yield base, port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        import mlflow
+
+        mlflow.set_tracking_uri(None)  # a test may point this process at the server
+
+
+def test_mlflow_ui_opens_on_the_runs_with_datasets_and_loadable_models(project, mlflow_server):
+    """`make mlflow-ui`'s address, checked through the tracking server's REST API."""
+    import mlflow.pytorch
+
+    from pipeline.data import load_prepared
+    from pipeline.evaluate import topk_accuracy
+
+    repo, (base, port) = project["repo"], mlflow_server
+    mlflow.set_tracking_uri(base)
+    printed = run([sys.executable, "-m", "stages.mlflow_ui", "--print-url", "--port", str(port)], repo).stdout
+    experiment_id = re.search(rf"http://127\.0\.0\.1:{port}/#/experiments/(\d+)/runs", printed).group(1)
+    assert '<div id="root"' in _get(f"{base}/")  # the UI's page is served there
+    experiment = _get(f"{base}/api/2.0/mlflow/experiments/get?experiment_id={experiment_id}")["experiment"]
+    assert experiment["name"] == "supcon-pipeline"
+    assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"]  # opens on training runs, not GenAI
+    runs = _get(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id], "max_results": 200})["runs"]
+    by_stage = {tag["value"]: found for found in runs for tag in found["data"]["tags"] if tag["key"] == "stage"}
+    data = load_prepared(repo / "data/prepared/fashion_mnist")
+    for stage_name in ("train_ce", "linear_eval"):
+        found = by_stage[stage_name]
+        assert {m["key"] for m in found["data"]["metrics"]} >= {"test/top1", "test/ece", "val/top1_best", "train/loss"}  # shared keys
+        (dataset,) = found["inputs"]["dataset_inputs"]
+        assert dataset["dataset"]["name"] == "fashion_mnist" and {"key": "mlflow.data.context", "value": "training"} in dataset["tags"]
+        # the logged MLflow model scores the test split exactly as the stage reported
+        model = mlflow.pytorch.load_model(f"runs:/{found['info']['run_id']}/model", dst_path=str(project["root"] / f"loaded-{stage_name}"))
+        with torch.no_grad():
+            logits = torch.cat([model(batch) for batch in data.test.images.split(16)])
+        assert topk_accuracy(logits, data.test.labels) == pytest.approx(metrics(repo, stage_name)["test/top1"], abs=1 / len(data.test.labels) + 1e-9)
+
+
+def test_mlflow_runs_page_renders_in_a_headless_browser(project, mlflow_server):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no chromium here (Debian: apt-get install chromium); the REST test above checks the same store")
+    base, port = mlflow_server
+    printed = run([sys.executable, "-m", "stages.mlflow_ui", "--print-url", "--port", str(port)], project["repo"]).stdout
+    url = re.search(r"http://\S+/runs", printed).group(0)
+    dumped = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000", "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert "train_ce-ce" in dumped.stdout and "linear_eval-supcon" in dumped.stdout, dumped.stdout[-2000:]

@@ -1,8 +1,10 @@
 """The report's inputs: the metrics files on disk, read once, each remembered as a source.
 
-Required: <metrics>/linear_eval.json and <metrics>/train_ce.json, or <seeds>/<seed>/ holding them
-(then every value per seed comes from there). Everything else is optional and read as empty when
-missing. The folders come from the caller (the `report` stage passes stages.paths).
+Required: <seeds>/<seed>/linear_eval.json and <seeds>/<seed>/train_ce.json for every training
+seed the caller names (params' run.seeds). Everything else is optional and read as empty when
+missing. Only the seeds and reduced-data cells the caller names are read: results of seeds or
+fractions since removed from params may still lie on disk, and are not this run's. The folders
+come from the caller (the `report` stage passes stages.paths).
 """
 
 import csv
@@ -20,22 +22,20 @@ CURVE_STAGES = ("pretrain_supcon", "train_ce", "linear_eval")
 class Folders:
     """Where the metrics files lie."""
 
-    metrics: Path
-    """<metrics>/<stage>.json: one seed per stage."""
     seeds: Path
-    """<seeds>/<seed>/<stage>.json: values per seed; when any exist they win over <metrics>."""
+    """<seeds>/<seed>/<stage>.json: the main comparison's values per training seed."""
+    seed_plots: Path
+    """<seed_plots>/<seed>/<stage>.csv: a stage's metrics per epoch, per training seed."""
     reduced: Path
     """<reduced>/<cell>.json: one file per reduced-data cell."""
-    plots: Path
-    """<plots>/<stage>.csv: a stage's metrics per epoch."""
     sweeps: Path
     """<sweeps>/<name>/summary.json: one file per sweep."""
 
-    def metrics_file(self, stage: str) -> Path:
-        return self.metrics / f"{stage}.json"
+    def metrics_file(self, stage: str, seed: int) -> Path:
+        return self.seeds / str(seed) / f"{stage}.json"
 
-    def plot_file(self, stage: str) -> Path:
-        return self.plots / f"{stage}.csv"
+    def plot_file(self, stage: str, seed: int) -> Path:
+        return self.seed_plots / str(seed) / f"{stage}.csv"
 
 
 class Reader:
@@ -77,8 +77,8 @@ class Inputs:
     curves: dict[str, list[dict[str, float]]]
     sources: dict[Path, dict] = field(default_factory=dict)
     curve_files: dict[str, Path] = field(default_factory=dict)
-    """stage -> the CSV its curve was read from."""
-    layout: str = "one seed per stage"
+    """stage -> the CSV its curve was read from (the first seed's)."""
+    layout: str = "values per seed"
     """Where the values per seed came from, as the Sources section says it."""
 
     @property
@@ -86,41 +86,38 @@ class Inputs:
         return next(iter(self.supcon.values())).get("method", "supcon")
 
 
-def per_seed(reader: Reader, folders: Folders, stage: str, seed: int, need: tuple[str, ...] = ()) -> dict[int, dict]:
-    """seed -> metrics of `stage`: <seeds>/<seed>/<stage>.json when any exist, else
-    <metrics>/<stage>.json as the run of `seed`; {} when neither exists."""
-    found = sorted((int(path.parent.name), path) for path in folders.seeds.glob(f"*/{stage}.json") if path.parent.name.isdigit())
-    if found:
-        return {s: reader.json(path, need) for s, path in found}
-    path = folders.metrics_file(stage)
-    return {seed: reader.json(path, need)} if path.is_file() else {}
+def per_seed(reader: Reader, folders: Folders, stage: str, seeds: list[int], need: tuple[str, ...] = ()) -> dict[int, dict]:
+    """seed -> metrics of `stage` from <seeds>/<seed>/<stage>.json, for the seeds that have one."""
+    found = {seed: folders.metrics_file(stage, seed) for seed in seeds}
+    return {seed: reader.json(path, need) for seed, path in found.items() if path.is_file()}
 
 
-def required(reader: Reader, folders: Folders, stage: str, seed: int) -> dict[int, dict]:
-    runs = per_seed(reader, folders, stage, seed, need=("test/top1", "test/ece"))
-    if not runs:
-        raise UserError(f"{folders.metrics_file(stage)}: missing (nor in {folders.seeds}/<seed>/); run `dvc repro {stage}` first")
+def required(reader: Reader, folders: Folders, stage: str, seeds: list[int]) -> dict[int, dict]:
+    runs = per_seed(reader, folders, stage, seeds, need=("test/top1", "test/ece"))
+    missing = [seed for seed in seeds if seed not in runs]
+    if missing:
+        raise UserError(f"{folders.metrics_file(stage, missing[0])}: missing; run `dvc repro {stage}@{missing[0]}` first")
     return runs
 
 
-def read_inputs(folders: Folders, seed: int) -> Inputs:
-    """The report's inputs from `folders`; `seed` is the run's seed (params' run.seed), the seed
-    of the flat <metrics>/<stage>.json files. Raises UserError when a required file is missing or
-    a file lacks a key the report needs."""
+def read_inputs(folders: Folders, seeds: list[int], cells: set[str] | None = None) -> Inputs:
+    """The report's inputs from `folders` for training `seeds` (params' run.seeds) and the
+    reduced-data `cells` (names; None: every cell on disk). Raises UserError when a required file
+    is missing or a file lacks a key the report needs."""
     reader = Reader()
-    cells = [reader.json(path, need=("fraction", "method", "seed", "test/top1")) for path in sorted(folders.reduced.glob("*.json"))]
+    cell_files = [path for path in sorted(folders.reduced.glob("*.json")) if cells is None or path.stem in cells]
+    cells_read = [reader.json(path, need=("fraction", "method", "seed", "test/top1")) for path in cell_files]
     sweeps = [(path, reader.json(path, need=("trials",))) for path in sorted(folders.sweeps.glob("*/summary.json"))]
     # Newest by the date the sweep recorded: file times change with every checkout or copy.
     sweeps.sort(key=lambda item: str(item[1].get("date", "")), reverse=True)
-    curve_files = {stage: folders.plot_file(stage) for stage in CURVE_STAGES if folders.plot_file(stage).is_file()}
+    curve_files = {stage: folders.plot_file(stage, seeds[0]) for stage in CURVE_STAGES if folders.plot_file(stage, seeds[0]).is_file()}
     curves = {stage: reader.csv(path) for stage, path in curve_files.items()}
-    supcon, ce = required(reader, folders, "linear_eval", seed), required(reader, folders, "train_ce", seed)
-    pretrain = per_seed(reader, folders, "pretrain_supcon", seed)
-    robustness = per_seed(reader, folders, "robustness", seed, need=("supcon", "ce"))
-    seeded = folders.seeds.is_dir() and any(folders.seeds.iterdir())
-    layout = f"values per seed from `{folders.seeds}/<seed>/`" if seeded else f"one seed per stage, from `{folders.metrics}/<stage>.json`"
+    supcon, ce = required(reader, folders, "linear_eval", seeds), required(reader, folders, "train_ce", seeds)
+    pretrain = per_seed(reader, folders, "pretrain_supcon", seeds)
+    robustness = per_seed(reader, folders, "robustness", seeds, need=("supcon", "ce"))
+    layout = f"values per seed from `{folders.seeds}/<seed>/` (run.seeds: {', '.join(map(str, seeds))})"
     return Inputs(
-        supcon=supcon, ce=ce, pretrain=pretrain, robustness=robustness, reduced=cells, sweeps=sweeps, curves=curves,
+        supcon=supcon, ce=ce, pretrain=pretrain, robustness=robustness, reduced=cells_read, sweeps=sweeps, curves=curves,
         sources=reader.sources, curve_files=curve_files, layout=layout,
     )  # fmt: skip
 
