@@ -1,0 +1,18 @@
+"""Hyperparameter sweeps: `python -m pipeline.sweep --space temperature`.
+
+A trial is a short training through `pipeline.training.train` (no second loop), selected on val;
+the search is Optuna's TPE, run by Ray Tune with ASHA (`tune_backend.py`) or by plain Optuna with
+a pruner (`optuna_backend.py`). One concept per file:
+
+    spaces.py          the search spaces (names, keys, ranges), defined once for both backends
+    trial.py           one trial: params with the trial's values, training, per-epoch reports
+    study.py           the Optuna study in sqlite that both backends sample from (resumable)
+    ledger.py          the sweep's state on disk: settings, parent run, every ended trial
+    mlflow_runs.py     driver-side MLflow logging: one parent run, one child run per trial
+    recorder.py        a trial's start, epochs and end on the driver: MLflow child run and ledger
+    results.py         results.csv, summary.json (read by the report), the best config
+    plot.py            the objective against the swept parameter(s)
+    driver.py          `run_sweep`: ties the above together for either backend
+
+Ray and Optuna are imported inside the backends only, so `import pipeline` stays light.
+"""
