@@ -21,9 +21,10 @@ def _read(stage: str, seed: int) -> dict:
     return json.loads(path.read_text())
 
 
-def _spread(values: list[float]) -> dict[str, float]:
-    # ddof=1, as the report: the spread of a sample of training runs; undefined for one seed.
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else float("nan"), "n": len(values)}
+def _spread(values: list[float]) -> dict[str, float | None]:
+    # ddof=1, as the report: the spread of a sample of training runs; none for one seed (null in
+    # the JSON: NaN is not JSON, and 0 would claim a spread that was never measured).
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None, "n": len(values)}
 
 
 def compare(params: Params) -> None:
@@ -47,8 +48,13 @@ def _print(params: Params, method: str, keys: list[str], result: dict) -> None:
     print(f"\n{params.data.dataset}, {params.model.encoder}: {method} (linear eval) vs cross-entropy, test split, mean ± std over {n} seed(s)")
     print(f"{'metric':<12}{method:>18}{'ce':>18}{'diff':>18}")
     for key in keys:
-        cells = [f"{result[f'{key}/{c}/mean']:.4f} ± {result[f'{key}/{c}/std']:.4f}" for c in ("supcon", "ce", "difference")]
+        cells = [_shown(result, f"{key}/{column}") for column in ("supcon", "ce", "difference")]
         print(f"{key:<12}" + "".join(f"{cell:>18}" for cell in cells))
+
+
+def _shown(result: dict, key: str) -> str:
+    std = result[f"{key}/std"]
+    return f"{result[f'{key}/mean']:.4f}" + (f" ± {std:.4f}" if std is not None else f" (n={result[f'{key}/n']})")
 
 
 def main() -> None:
