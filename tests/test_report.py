@@ -89,6 +89,17 @@ def test_best_value_verdict():
     assert best_value_verdict(0.5, [0.05, 0.1, 0.5], 0.1)[0] == DID_NOT_HOLD
     assert best_value_verdict(0.5, [0.05, 0.2, 0.5], 0.1) == (NOT_ENOUGH, "0.1 was not among the 3 values tried")
     assert best_value_verdict(None, [], 0.1)[0] == NOT_ENOUGH
+    # another value won by less than the objective's noise: one seed per trial cannot tell
+    within = best_value_verdict(0.37, [0.1, 0.37], 0.1, gap=0.002, noise=0.0092)
+    assert within[0] == NOT_ENOUGH and "only 0.20 points above 0.1: within ±0.92" in within[1]
+    assert best_value_verdict(0.37, [0.1, 0.37], 0.1, gap=0.02, noise=0.0092)[0] == DID_NOT_HOLD
+
+
+def test_sampling_error_is_two_binomial_standard_errors():
+    from pipeline.report.verdicts import sampling_error
+
+    assert sampling_error(0.85, 6000) == pytest.approx(2 * math.sqrt(0.85 * 0.15 / 6000), rel=1e-15)
+    assert sampling_error(0.85, 6000) == pytest.approx(0.00922, abs=1e-5)
 
 
 # --- the stage, on fake metrics files -----------------------------------------------------------
@@ -286,3 +297,19 @@ def test_claims_about_supcon_are_not_judged_on_simclr_runs_or_on_one_sided_cells
     assert top1.measured.startswith("SimCLR 91.00 ± 1.00 (n=3) vs CE 81.00 ± 1.00 (n=3)")
     (half,) = claims_reduced(inputs)  # a fraction with CE cells only
     assert half.verdict == NOT_ENOUGH and half.measured.startswith("SupCon — vs CE 70.00 ± 0.00 (n=3)")
+
+
+def test_temperature_claim_weighs_the_gap_against_the_val_noise():
+    from pipeline.report import Inputs
+    from pipeline.report.claims import claim_temperature
+
+    def judged(best_objective: float, val_images: int | None) -> tuple[str, str]:
+        trials = [{"params": {"supcon.temperature": t}, "objective": o, "state": s} for t, o, s in ((0.1, 0.8467, "finished"), (0.3684, best_objective, "finished"), (0.83, 0.81, "stopped early"))]
+        summary = {"space": "temperature", "trials": trials, "best": {"params": {"supcon.temperature": 0.3684}, "objective": best_objective}, "settings": {"val_images": val_images}}
+        claim = claim_temperature(Inputs(supcon={}, ce={}, pretrain={}, robustness={}, reduced=[], sweeps=[(Path("sweeps/temperature/summary.json"), summary)], curves={}))
+        return claim.verdict, claim.reason
+
+    # the default run's sweep: T = 0.37 ahead of T = 0.1 by 0.2 points on 6000 val images (±0.93)
+    assert judged(0.8487, 6000)[0] == NOT_ENOUGH and "within ±0.93" in judged(0.8487, 6000)[1]
+    assert judged(0.8767, 6000)[0] == DID_NOT_HOLD  # 3 points ahead: beyond the noise
+    assert judged(0.8487, None)[0] == DID_NOT_HOLD  # a summary without its val size: no noise bound

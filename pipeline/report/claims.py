@@ -1,11 +1,12 @@
 """The paper's claims, one row each: what the paper says, what was measured here (with seeds), and
 a verdict from pipeline.report.verdicts on the raw values per seed."""
 
+import math
 from dataclasses import dataclass
 
 from pipeline.report.inputs import Inputs, best_value, contrastive_method, reduced_top1, severities, swept_key
 from pipeline.report.markdown import NO_SWEEP, label, not_run, versus
-from pipeline.report.verdicts import NOT_ENOUGH, Evidence, best_value_verdict
+from pipeline.report.verdicts import NOT_ENOUGH, Evidence, best_value_verdict, sampling_error
 
 REPORTED = "reported, no claim"
 
@@ -70,7 +71,20 @@ def claim_temperature(inputs: Inputs) -> Claim:
     tried = [trial["params"][key] for trial in summary["trials"]]
     best = best_value(summary, key)
     measured = f"best T = {best} over {len(tried)} trials ({path.parent}, MLflow run {summary.get('mlflow_run_id', '?')})"
-    return Claim("temperature", claim, paper, measured, *best_value_verdict(best, tried, 0.1))
+    return Claim("temperature", claim, paper, measured, *best_value_verdict(best, tried, 0.1, **_gap_and_noise(summary, key, 0.1)))
+
+
+def _gap_and_noise(summary: dict, key: str, expected: float) -> dict[str, float]:
+    """How far the best trial's objective is above the (best) trial at `expected` among those
+    that trained every epoch, and the objective's sampling error on the val split; {} when the
+    sweep does not say its val size or no full-length trial ran `expected`."""
+    full = [t for t in summary["trials"] if t.get("state", "finished") == "finished"]
+    at_expected = [t["objective"] for t in full if math.isclose(float(t["params"][key]), expected, rel_tol=1e-9)]
+    best = (summary.get("best") or {}).get("objective")
+    images = (summary.get("settings") or {}).get("val_images")
+    if not at_expected or best is None or not images:
+        return {}
+    return {"gap": best - max(at_expected), "noise": sampling_error(best, images)}
 
 
 def claim_ece(inputs: Inputs) -> Claim:

@@ -70,12 +70,15 @@ class Evidence:
         return verdict(list(self.supcon.values()), list(self.ce.values()), higher_is_better=self.higher_is_better, min_seeds=min_seeds)
 
 
-def best_value_verdict(best: float | None, tried: Sequence[float], expected: float) -> tuple[str, str]:
+def best_value_verdict(best: float | None, tried: Sequence[float], expected: float, *, gap: float | None = None, noise: float | None = None) -> tuple[str, str]:
     """(verdict, reason) for "`expected` is the best value of a swept parameter" (e.g. T = 0.1).
 
     HELD when the sweep's best equals `expected`, DID_NOT_HOLD when another value won although
     `expected` was tried, NOT_ENOUGH without a sweep or when `expected` was never tried (a sweep
     cannot reject a value it did not run). Equality allows float noise from the sampler only.
+    `gap` (best objective minus `expected`'s) within `noise` (what one trial's objective can
+    move by chance) is NOT_ENOUGH too: each trial is one seed, and a loss inside the noise is
+    not a result either way.
     """
     if best is None:
         return NOT_ENOUGH, "no sweep"
@@ -83,7 +86,14 @@ def best_value_verdict(best: float | None, tried: Sequence[float], expected: flo
         return NOT_ENOUGH, f"{expected:g} was not among the {len(tried)} values tried"
     if _same(best, expected):
         return HELD, f"best of {len(tried)} trials is {best:g}"
+    if gap is not None and noise is not None and gap <= noise:
+        return NOT_ENOUGH, f"best of {len(tried)} trials is {best:g}, only {100 * gap:.2f} points above {expected:g}: within ±{100 * noise:.2f} (2 standard errors of the objective on the val split; one seed per trial)"
     return DID_NOT_HOLD, f"best of {len(tried)} trials is {best:g}, not {expected:g}"
+
+
+def sampling_error(accuracy: float, images: int) -> float:
+    """Two standard errors of an accuracy measured on `images` independent images (binomial)."""
+    return 2 * math.sqrt(accuracy * (1 - accuracy) / images)
 
 
 def _same(a: float, b: float) -> bool:

@@ -92,7 +92,7 @@ def run_sweep(params: Params, spec: SweepSpec, *, resume: bool = False, pruner: 
 
     if spec.method not in SPACES[spec.space].methods:
         raise ValueError(f"space {spec.space} does not apply to method {spec.method}")
-    load_prepared(spec.prepared)  # a missing or damaged store is one UserError now, not a failure per trial
+    data = load_prepared(spec.prepared)  # a missing or damaged store is one UserError now, not a failure per trial
     setup = TrialSetup(
         params=params, section=spec.method, prepared=spec.prepared.resolve(), epochs=spec.epochs, threads=params.run.threads,
         train_fraction=params.sweep.train_fraction,
@@ -100,7 +100,7 @@ def run_sweep(params: Params, spec: SweepSpec, *, resume: bool = False, pruner: 
     if setup.train_fraction is not None:
         from pipeline.sweep.trial import train_images
 
-        train_images(load_prepared(spec.prepared), params, setup.train_fraction)  # a fraction that empties a class: one line now
+        train_images(data, params, setup.train_fraction)  # a fraction that empties a class: one line now
     if resume:
         ledger = ledgers.load(spec.folder)
         ledgers.check_resumable(ledger, backend=spec.backend, epochs=spec.epochs)
@@ -108,7 +108,8 @@ def run_sweep(params: Params, spec: SweepSpec, *, resume: bool = False, pruner: 
         ledger = _fresh_ledger(spec, setup.objective)
     runs = SweepRuns(spec.tracking_uri, spec.experiment)
     tags = {"stage": "sweep", "method": params.supcon.method if spec.method == "supcon" else "ce", "sweep.space": spec.space, "dataset": params.data.dataset}
-    settings = {**spec.settings(), "train_fraction": setup.train_fraction or params.data.train_fraction}
+    # val_images: the objective's sample size, from which the report bounds its sampling error
+    settings = {**spec.settings(), "train_fraction": setup.train_fraction or params.data.train_fraction, "val_images": len(data.val.labels)}
     parent_params = {"sweep": {"space": spec.space, "objective": setup.objective, **settings}, **as_dict(params)}
     ledger.mlflow_run_id = runs.start_parent(spec.name, tags={**tags, "git_commit": spec.commit}, params=parent_params, resume_id=ledger.mlflow_run_id if resume else "")
     ledger.save()
