@@ -400,3 +400,14 @@ def test_ctrl_c_on_the_ray_cli_keeps_what_ended_and_resume_finishes(tiny, tmp_pa
     client, parents, children = runs_of(s)
     assert [p.info.status for p in parents] == ["FINISHED"]
     assert sum(c.data.tags.get("sweep.end_state") != "interrupted" for c in children) == len(ended)
+
+
+def test_import_pipeline_stays_light_ray_and_optuna_load_only_with_a_backend():
+    probe = (
+        "import sys, pipeline, pipeline.training, pipeline.sweep.driver, pipeline.sweep.spaces, stages.common, stages.report\n"
+        "heavy = sorted(m for m in ('ray', 'optuna') if m in sys.modules)\n"
+        "import pipeline.sweep.tune_backend, pipeline.sweep.optuna_backend\n"
+        "print(heavy, 'ray' in sys.modules, 'optuna' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[0] == "[] False False", done.stdout  # even the backends import them only when a sweep runs
