@@ -6,7 +6,6 @@ and what is allowed. The library never reads params.yaml itself: stages pass the
 """
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.config_schema import build_section, require
@@ -89,8 +88,9 @@ class DataConfig:
 
     def validate(self, at: str) -> None:
         _require_registered("dataset", f"{at}.dataset", self.dataset)
-        if self.root is not None:
-            require(Path(self.root).exists(), f"{at}.root", self.root, "an existing directory")
+        # data.root is not checked here: only `prepare` reads it (and says what is missing and
+        # how to get it), so a preset can be previewed and applied before its data exists, and a
+        # machine that pulled data/prepared/ from a DVC remote trains without the raw files.
         if self.image_size is not None:
             require(self.image_size >= 8, f"{at}.image_size", self.image_size, "an integer >= 8 or null")
         require(0.0 < self.val_fraction < 1.0, f"{at}.val_fraction", self.val_fraction, "a fraction in (0, 1)")

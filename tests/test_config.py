@@ -40,9 +40,24 @@ def test_every_preset_validates_on_top_of_params():
     base = yaml.safe_load((REPO / "params.yaml").read_text())
     for preset in presets:
         merged = merged_params(base, yaml.safe_load(preset.read_text()))
-        # Presets point at datasets that are not on this machine: validate everything else.
-        merged["data"].pop("root", None)
-        parse_params(merged)
+        parse_params(merged)  # their data is not on this machine: prepare checks it, not params
+
+
+def test_a_preset_is_previewed_before_its_data_exists_and_prepare_says_what_is_missing(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    preview = subprocess.run([sys.executable, "-m", "stages.preset", str(REPO / "configs/cifar10_resnet50.yaml"), "--print"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert preview.returncode == 0 and "root: data/raw/cifar10" in preview.stdout, preview.stderr
+    raw = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    raw["data"].update(dataset="cifar10", root=str(tmp_path / "data/raw/cifar10"), download=False)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    done = subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f"error: data.root: {tmp_path / 'data/raw/cifar10'} does not exist; set data.download: true to fetch")
+    assert not [path for path in (tmp_path / "data").rglob("*") if path.is_file()]  # nothing half-written
 
 
 def test_empty_mapping_gives_defaults():
@@ -128,10 +143,9 @@ def test_unregistered_names_are_rejected_with_the_registered_ones(raw, key, regi
     assert_rejected(raw, key, registered)
 
 
-def test_missing_data_root_is_rejected(tmp_path):
-    missing = tmp_path / "nowhere"
-    assert_rejected(params_with(data={"root": str(missing)}), "data.root", "an existing directory")
-    parse_params(params_with(data={"root": str(tmp_path)}))
+def test_a_data_root_that_does_not_exist_yet_is_valid_params(tmp_path):
+    # prepare checks it (tests/test_stages.py): presets are applied before their data exists
+    assert parse_params(params_with(data={"root": str(tmp_path / "nowhere"), "download": True})).data.root == str(tmp_path / "nowhere")
 
 
 def test_ints_are_accepted_where_numbers_are_expected():

@@ -103,7 +103,8 @@ def _locate(root: str | None, download: bool, layout: CifarLayout) -> list[Path]
         _download(Path(root), layout)
     missing = [str(p) for p in files if not p.is_file()]
     if missing:
-        raise UserError(f"data.root: {root} lacks {', '.join(missing)}; set data.download: true to fetch {layout.name}")
+        what = "does not exist" if not Path(root).is_dir() else f"lacks {', '.join(missing)}"
+        raise UserError(f"data.root: {root} {what}; set data.download: true to fetch {layout.name} there, or point data.root at a folder holding {layout.folder}/")
     return files
 
 
