@@ -67,7 +67,7 @@ def _spec(args: argparse.Namespace, params):
         tracking_uri=tracking_uri(params.tracking.uri, paths.mlflow_db()), experiment=params.tracking.experiment,
         num_samples=args.samples or sweep.num_samples, max_concurrent=args.max_concurrent or sweep.max_concurrent,
         epochs=args.epochs or sweep.epochs, backend=args.backend, address=args.address or sweep.address,
-        storage_path=getattr(sweep, "storage_path", None), commit=git_commit(),
+        storage_path=sweep.storage_path, commit=git_commit(),
     )  # fmt: skip
 
 
