@@ -42,7 +42,7 @@ def _require_registered(kind: str, key: str, name: str) -> None:
 # kNN monitor runs. They are left out of a run's key (a change neither retrains nor invalidates a
 # checkpoint) and out of the training stages' params in dvc.yaml; run.threads and tracking.* are
 # never part of a key either. knn_k stays in: it changes the reported val/knn_top1.
-RESULT_NEUTRAL_KEYS = frozenset({"data.root", "data.download", "supcon.knn_every"})
+RESULT_NEUTRAL_KEYS = frozenset({"data.root", "data.download", "data.loader_workers", "supcon.knn_every"})
 
 
 def _require_fraction(key: str, value: float) -> None:
@@ -82,9 +82,21 @@ class DataConfig:
     image_size: int | None = None
     """Stored (and input) image size; null = native size. Required for imagefolder/imagenet."""
     val_fraction: float = 0.1
-    """Share of the train split held out, stratified, for model selection."""
+    """Share of the train split held out, stratified, for model selection. 0 trains on the whole
+    train split as the paper does: nothing is selected, the last epoch is the model, and the kNN
+    monitor reports leave-one-out kNN on a fixed train sample (train/knn_top1_loo) instead of val."""
     train_fraction: float = 1.0
     """Share of the (post-val) train split the main training stages use (a nested subset)."""
+    storage: Literal["auto", "pixels", "files"] = "auto"
+    """How image folders (imagefolder, imagenet) are prepared: `pixels` decodes every image once
+    into a uint8 array of image_size (small trees); `files` keeps only the file index and reads
+    the JPEGs while training (random resized crop on the full image; eval resizes to
+    image_size * 256/224 and centre-crops). auto = files above `files_above` train images.
+    Array datasets (fashion_mnist, cifar10, cifar100) are always pixels."""
+    files_above: int = 200_000
+    """storage auto: image trees with more train images than this are read from their files."""
+    loader_workers: int = 0
+    """storage files: decoding worker processes per training process; 0 = one per core (at most 8)."""
 
     def validate(self, at: str) -> None:
         _require_registered("dataset", f"{at}.dataset", self.dataset)
@@ -93,7 +105,9 @@ class DataConfig:
         # machine that pulled data/prepared/ from a DVC remote trains without the raw files.
         if self.image_size is not None:
             require(self.image_size >= 8, f"{at}.image_size", self.image_size, "an integer >= 8 or null")
-        require(0.0 < self.val_fraction < 1.0, f"{at}.val_fraction", self.val_fraction, "a fraction in (0, 1)")
+        require(0.0 <= self.val_fraction < 1.0, f"{at}.val_fraction", self.val_fraction, "a fraction in [0, 1)")
+        require(self.files_above >= 0, f"{at}.files_above", self.files_above, "an integer >= 0")
+        require(self.loader_workers >= 0, f"{at}.loader_workers", self.loader_workers, "an integer >= 0")
         _require_fraction(f"{at}.train_fraction", self.train_fraction)
 
 
@@ -111,6 +125,9 @@ class ModelConfig:
     """Projection head: MLP (hidden = encoder width, the CIFAR runs) or linear (ImageNet runs)."""
     feat_dim: int = 128
     """Projection output size (the paper uses 128)."""
+    sync_batchnorm: bool = False
+    """Under torchrun, BatchNorm statistics over the global batch (SyncBatchNorm) rather than each
+    process's share; no effect in one process. On in the ImageNet presets."""
 
     def validate(self, at: str) -> None:
         _require_registered("encoder", f"{at}.encoder", self.encoder)

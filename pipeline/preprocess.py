@@ -1,11 +1,13 @@
-"""Per-channel normalisation and batched inference over uint8 image tensors."""
+"""Per-channel normalisation and batched inference over uint8 images (a tensor, or ImageFiles
+read from their files)."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from pipeline.batches import sequential_batches
+from pipeline.data.image_files import loader_workers, rows_of  # noqa: F401  (rows_of: re-exported)
 from pipeline.device import autocast, to_input
 
 
@@ -21,6 +23,16 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+def _batches(inputs, batch_size: int) -> Iterator[torch.Tensor]:
+    """inputs in order, batch by batch: slices of a tensor, or ImageFiles decoded by its loader."""
+    if not isinstance(inputs, torch.Tensor):
+        # workers decode the files in parallel: data.loader_workers, as training uses
+        yield from inputs.eval_batches(batch_size, workers=loader_workers(inputs.workers), pin_memory=torch.cuda.is_available())
+        return
+    for batch in sequential_batches(inputs.shape[0], batch_size):
+        yield inputs[batch]
+
+
 @torch.no_grad()
 def predict(
     model: Callable[[torch.Tensor], torch.Tensor],
@@ -30,14 +42,15 @@ def predict(
     device: torch.device,
     batch_size: int = 512,
 ) -> torch.Tensor:
-    """model(preprocess(batch)) over all inputs in order, as float32 on the CPU. inputs: [N, ...]."""
+    """model(preprocess(batch)) over all inputs in order, as float32 on the CPU. inputs: [N, ...]
+    (a tensor, or ImageFiles: uint8 eval views decoded from the files)."""
     was_training = getattr(model, "training", False)
     if isinstance(model, nn.Module):
         model.eval()
     outputs = []
-    for batch in sequential_batches(inputs.shape[0], batch_size):
+    for batch in _batches(inputs, batch_size):
         with autocast(device):
-            outputs.append(model(preprocess(to_input(inputs[batch], device))).float().cpu())
+            outputs.append(model(preprocess(to_input(batch, device))).float().cpu())
     if isinstance(model, nn.Module):
         model.train(was_training)
     return torch.cat(outputs)

@@ -30,7 +30,8 @@ def optimizer_and_schedule(
     return optimizer, scheduler
 
 
-def augmentation(config: AugmentConfig, *, image_size: int, channels: int) -> nn.Module:
+def augmentation(config: AugmentConfig, *, image_size: int, channels: int, crop: bool = True) -> nn.Module:
+    """The section's policy; crop False when the loader already cut the random resized crop."""
     return build_augmentation(
         config.policy,
         image_size=image_size,
@@ -40,6 +41,7 @@ def augmentation(config: AugmentConfig, *, image_size: int, channels: int) -> nn
         blur=config.blur,
         randaugment_n=config.randaugment_n,
         randaugment_m=config.randaugment_m,
+        crop=crop,
     )
 
 

@@ -32,7 +32,7 @@ def corrupt(params: Params) -> None:
             f"robustness.released_root = null: robustness.released = {config.released} reads the released set in place; "
             "download it (Hendrycks & Dietterich: github.com/hendrycks/robustness) and set robustness.released_root to its folder"
         )
-    data = load_prepared(paths.prepared(dataset))
+    data = load_prepared(paths.prepared(dataset), files_root=params.data.root)
     if config.released is not None:
         _point_at_release(config, data, paths.corrupted(dataset))
     else:

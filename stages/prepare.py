@@ -22,9 +22,12 @@ def prepare(params: Params) -> None:
         fractions=fractions,
         seed=params.run.seed,
         out_dir=out_dir,
+        storage=data.storage,
+        files_above=data.files_above,
     )
     counts = {split: sum(per_class.values()) for split, per_class in manifest["counts"].items()}
-    print(f"prepare: {data.dataset} -> {out_dir}: " + ", ".join(f"{split} {n}" for split, n in counts.items()))
+    stored = "file index (images read while training)" if manifest.get("storage") == "files" else "images"
+    print(f"prepare: {data.dataset} -> {out_dir} ({stored}): " + ", ".join(f"{split} {n}" for split, n in counts.items()))
 
 
 def main() -> None:

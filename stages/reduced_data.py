@@ -16,7 +16,6 @@ from dataclasses import replace
 
 from pipeline import dist, provenance
 from pipeline.config import Params
-from pipeline.data import load_prepared
 from pipeline.errors import ConfigError
 from pipeline.reduced import budgeted, images_seen, labelled_subset
 from stages import common, paths
@@ -47,7 +46,7 @@ def _budget(params: Params, section, num_items: int):
 
 def _subset_size(params: Params, cell: common.Cell) -> int:
     """How many labelled images the cell trains on (the budget rule needs it before the run starts)."""
-    return len(labelled_subset(load_prepared(paths.prepared(params.data.dataset)), cell.fraction, params.run.seed).labels)
+    return len(labelled_subset(common.load_data(params), cell.fraction, params.run.seed).labels)
 
 
 def _cross_entropy(params: Params, cell: common.Cell) -> None:

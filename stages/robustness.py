@@ -16,7 +16,6 @@ from pipeline import atomic, checkpoint, environment, figures, robustness
 from pipeline.config import Params
 from pipeline.corruption.score import score_corrupted
 from pipeline.corruption.store import CorruptedSet, open_corrupted
-from pipeline.data import load_prepared
 from pipeline.saved_models import load_ce_classifier, load_probe_classifier
 from stages import common, paths
 from stages.cli import run_seeded_stage
@@ -28,7 +27,7 @@ OWN_CE = "this pipeline's CE model (train_ce): its CE and relative CE are 100 by
 
 def score(params: Params, seed: int) -> None:
     device = common.runtime(params)
-    data = load_prepared(paths.prepared(params.data.dataset))
+    data = common.load_data(params)
     corrupted = open_corrupted(paths.corrupted(params.data.dataset), data)
     checkpoints = {name: paths.model_dir(name, seed) / checkpoint.LAST for name in ("supcon", "linear", "ce")}
     classifiers = {

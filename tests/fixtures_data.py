@@ -95,8 +95,9 @@ def write_cifar100(root: Path, train_per_class: int = 3, test_per_class: int = 1
     return written
 
 
-def write_image_tree(root: Path, splits: dict[str, dict[str, int]], sizes=((40, 30), (24, 52)), mode="RGB") -> None:
-    """root/<split>/<class>/img<i>.png, alternating between the (width, height) `sizes`."""
+def write_image_tree(root: Path, splits: dict[str, dict[str, int]], sizes=((40, 30), (24, 52)), mode="RGB", fmt="PNG") -> None:
+    """root/<split>/<class>/img<i>.png (or .jpg with fmt "JPEG"), alternating between the (width,
+    height) `sizes`. JPEGs get smooth content (noise would not survive the compression)."""
     rng = np.random.default_rng(5)
     for split, classes in splits.items():
         for name, count in classes.items():
@@ -105,8 +106,15 @@ def write_image_tree(root: Path, splits: dict[str, dict[str, int]], sizes=((40, 
             for i in range(count):
                 width, height = sizes[i % len(sizes)]
                 shape = (height, width) if mode == "L" else (height, width, 3)
-                pixels = rng.integers(0, 256, shape, dtype=np.uint8)
-                Image.fromarray(pixels, mode).save(folder / f"img{i}.png")
+                pixels = rng.integers(0, 256, shape, dtype=np.uint8) if fmt == "PNG" else _smooth(rng, shape)
+                Image.fromarray(pixels, mode).save(folder / f"img{i}.{'png' if fmt == 'PNG' else 'jpg'}", fmt)
+
+
+def _smooth(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """uint8 gradients with a random direction and offset per channel."""
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]]
+    channels = [((np.cos(a) * x + np.sin(a) * y) * 3 + o) % 256 for a, o in rng.uniform(0, 6.3, (shape[2] if len(shape) == 3 else 1, 2))]
+    return np.stack(channels, -1).squeeze().astype(np.uint8)
 
 
 class Poisoned:

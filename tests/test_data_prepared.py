@@ -197,7 +197,7 @@ def test_missing_root_names_the_path(tmp_path):
     [
         ({"dataset": "mnist"}, "data.dataset"),
         ({"val_fraction": 1.0}, "data.val_fraction"),
-        ({"val_fraction": 0.0}, "data.val_fraction"),  # the same rule as params.yaml's: val selects models
+        ({"val_fraction": -0.1}, "data.val_fraction"),  # the same rule as params.yaml's: [0, 1)
         ({"fractions": [0.0]}, "reduced.fractions"),
         ({"fractions": []}, "reduced.fractions"),
         ({"image_size": 0}, "data.image_size"),

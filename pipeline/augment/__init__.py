@@ -47,7 +47,7 @@ from pipeline.augment.color import (
     random_grayscale,
     sample_jitter,
 )
-from pipeline.augment.geometry import RandomResizedCropFlip, ResizeCenterCrop, ToFloat, crop_flip_grid, resized_crop_flip, sample_crop_boxes
+from pipeline.augment.geometry import RandomFlip, RandomResizedCropFlip, ResizeCenterCrop, ToFloat, crop_flip_grid, resized_crop_flip, sample_crop_boxes
 from pipeline.augment.policies import AUGMENTATIONS, AugmentSpec, MultiView, build_augmentation, eval_transform
 from pipeline.augment.policy_ops import (
     IMAGENET_POLICY,

@@ -113,7 +113,8 @@ def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
     y = nnf.pad(x.reshape(1, n * c, height, width), (half, half, half, half), mode="reflect")
     y = nnf.conv2d(y, kernel.view(n * c, 1, 1, kernel_size), groups=n * c)
     y = nnf.conv2d(y, kernel.view(n * c, 1, kernel_size, 1), groups=n * c)
-    return y.view(n, c, height, width)
+    # Each output is a convex combination of inputs in [0, 1], but float32 sums can overshoot by an ulp.
+    return y.view(n, c, height, width).clamp_(0.0, 1.0)
 
 
 class ColorDistortion(nn.Module):

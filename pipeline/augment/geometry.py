@@ -121,3 +121,11 @@ class RandomResizedCropFlip(nn.Module):
         grid = crop_flip_grid(boxes, coin(n, 0.5), height, width, self.image_size)
         return resized_crop_flip(x, grid)
 
+
+
+class RandomFlip(nn.Module):
+    """RandomHorizontalFlip(0.5) per sample, for batches the loader already cropped: [N, C, S, S]."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        flip = coin(x.shape[0], 0.5).to(x.device)
+        return torch.where(flip[:, None, None, None], x.flip(-1), x)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from pipeline.augment.color import ColorDistortion, _blur_kernel
-from pipeline.augment.geometry import RandomResizedCropFlip, ResizeCenterCrop, ToFloat
+from pipeline.augment.geometry import RandomFlip, RandomResizedCropFlip, ResizeCenterCrop, ToFloat
 from pipeline.augment.policy_ops import PolicyOps, sample_autoaugment, sample_randaugment
 from pipeline.errors import ConfigError
 from pipeline.registry import Registry
@@ -33,6 +33,9 @@ class AugmentSpec:
     """RandAugment: ops applied per sample."""
     randaugment_m: int = 9
     """RandAugment: magnitude on torchvision's 0..30 scale."""
+    crop: bool = True
+    """False when the loader already took the random resized crop (images read from files crop
+    the full image while decoding): the policy keeps only the flip of its crop step."""
 
 
 def _check_spec(spec: AugmentSpec) -> None:
@@ -61,13 +64,14 @@ def build_augmentation(
     blur: bool = False,
     randaugment_n: int = 2,
     randaugment_m: int = 9,
+    crop: bool = True,
 ) -> nn.Module:
     """The named policy as a module: uint8 [B, C, H, W] -> float32 [B, C, S, S] in [0, 1].
 
     Raises KeyError listing the registered names for an unknown policy.
     """
     constructor = AUGMENTATIONS.get(policy)
-    spec = AugmentSpec(image_size, channels, strength, tuple(crop_scale), blur, randaugment_n, randaugment_m)
+    spec = AugmentSpec(image_size, channels, strength, tuple(crop_scale), blur, randaugment_n, randaugment_m, crop)
     _check_spec(spec)
     return constructor(spec)
 
@@ -78,7 +82,11 @@ def eval_transform(image_size: int, channels: int) -> nn.Module:
 
 
 class MultiView(nn.Module):
-    """Independently augmented views: uint8 [B, C, H, W] -> float32 [B, V, C, S, S]."""
+    """Independently augmented views: uint8 [B, C, H, W] -> float32 [B, V, C, S, S].
+
+    A loader that already cut the V crops (images read from files) hands over uint8
+    [B, V, C, S, S]; the rest of the policy then runs on each of them.
+    """
 
     def __init__(self, transform: nn.Module, n_views: int) -> None:
         super().__init__()
@@ -87,6 +95,9 @@ class MultiView(nn.Module):
         self.transform, self.n_views = transform, n_views
 
     def forward(self, images: Tensor) -> Tensor:
+        if images.ndim == 5:
+            views = self.transform(images.flatten(0, 1))
+            return views.view(*images.shape[:2], *views.shape[1:])
         # One call on [B * V] rows: per-sample randomness makes the views independent, and one big
         # batch is cheaper than V small ones. repeat_interleave keeps an image's views adjacent.
         views = self.transform(images.repeat_interleave(self.n_views, dim=0))
@@ -100,7 +111,8 @@ def _none(spec: AugmentSpec) -> nn.Module:
 
 @AUGMENTATIONS.register("basic")
 def _basic(spec: AugmentSpec) -> nn.Module:
-    return nn.Sequential(ToFloat(spec.channels), RandomResizedCropFlip(spec.image_size, spec.crop_scale))
+    crop = RandomResizedCropFlip(spec.image_size, spec.crop_scale) if spec.crop else RandomFlip()
+    return nn.Sequential(ToFloat(spec.channels), crop)
 
 
 def _color(spec: AugmentSpec) -> ColorDistortion:

@@ -3,18 +3,21 @@
 Images are decoded with PIL in a process pool, resized (shorter side = image_size) and
 center-cropped, and written straight into .npy memmaps in `workdir`, so an ImageNet-size tree
 never has to fit in RAM. Images are RGB unless every image in the tree is grayscale.
+Large trees are not decoded at all: `index_image_tree` lists and hashes the files, and training
+reads them (data.storage files: file_store.py, image_files.py).
 """
 
 import functools
 import io
 import os
+from dataclasses import dataclass
 from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.data.raw import RawDataset, Source, sha256_bytes
+from pipeline.data.raw import RawDataset, Source, sha256_bytes, sha256_file
 from pipeline.data.registry import DATASETS
 from pipeline.data.resize import resize_center_crop
 from pipeline.errors import UserError
@@ -86,6 +89,50 @@ def _decode_split(paths: list[Path], size: int, gray: bool, out_path: Path) -> t
     return out, digests
 
 
+@dataclass(frozen=True)
+class FileTree:
+    """An image tree's file index: paths relative to `root`, labels, classes, provenance."""
+
+    root: Path
+    train_paths: tuple[str, ...]
+    train_labels: np.ndarray
+    test_paths: tuple[str, ...]
+    test_labels: np.ndarray
+    class_names: tuple[str, ...]
+    channels: int
+    sources: tuple[Source, ...]
+
+
+def count_train_images(root: Path) -> int:
+    """Images under root/train/<class>/, from the directory listing only."""
+    return sum(len(images) for images in list_classes(root / "train").values())
+
+
+def index_image_tree(root: Path, eval_name: str) -> FileTree:
+    """root/train/<class>/* and root/<eval_name>/<class>/* -> FileTree; every file is hashed
+    (provenance), none is decoded; channels 1 only if every image is single-channel."""
+    train_dir, eval_dir = root / "train", root / eval_name
+    train, test = list_classes(train_dir), list_classes(eval_dir)
+    _check_train(train, train_dir)
+    unknown = sorted(set(test) - set(train))
+    if unknown:
+        raise UserError(f"{eval_dir}: classes not in {train_dir}: {', '.join(unknown)}")
+    class_index = {name: i for i, name in enumerate(train)}
+    train_paths, train_labels = _labelled(train, class_index)
+    test_paths, test_labels = _labelled(test, class_index)
+    gray = all(_map(_is_gray, train_paths + test_paths))
+    train_digests, test_digests = list(_map(sha256_file, train_paths)), list(_map(sha256_file, test_paths))
+    sources = (_tree_source(train_dir, train_paths, train_digests), _tree_source(eval_dir, test_paths, test_digests))
+    return FileTree(
+        root, _relative(train_paths, root), train_labels, _relative(test_paths, root), test_labels, tuple(train), 1 if gray else 3, sources
+    )
+
+
+def _relative(paths: list[Path], root: Path) -> tuple[str, ...]:
+    # relative, so the store does not depend on where data.root puts the tree (its DVC hash)
+    return tuple(p.relative_to(root).as_posix() for p in paths)
+
+
 def _tree_source(split_dir: Path, paths: list[Path], digests: list[str]) -> Source:
     """One Source for a whole split folder: sha256 of its sorted `sha256sum`-style listing.
 
@@ -136,18 +183,16 @@ def _require_root(root: str | None, download: bool, layout: str) -> Path:
     return path
 
 
-@DATASETS.register("imagefolder")
-def load_imagefolder(*, root: str | None, download: bool, image_size: int | None, workdir: Path) -> RawDataset:
-    """root/train/<class>/<image> plus root/test/ (or root/val/ when there is no test/)."""
+def imagefolder_layout(root: str | None, download: bool) -> tuple[Path, str]:
+    """(root, name of the evaluation folder) of root/train/<class>/<image> plus test/ (or val/)."""
     path = _require_root(root, download, "train/<class>/<image> and test/<class>/<image>")
     eval_name = "test" if (path / "test").is_dir() else "val"
     if not (path / eval_name).is_dir():
         raise UserError(f"data.root: {path} has neither test/ nor val/; expected test/<class>/<image>")
-    return read_image_tree(path, eval_name, image_size, workdir)
+    return path, eval_name
 
 
-@DATASETS.register("imagenet")
-def load_imagenet(*, root: str | None, download: bool, image_size: int | None, workdir: Path) -> RawDataset:
+def imagenet_layout(root: str | None, download: bool) -> tuple[Path, str]:
     """ILSVRC-2012 as root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG; class names are wnids.
 
     The official val/ is one flat folder of 50,000 images: it must first be sorted into wnid
@@ -165,4 +210,22 @@ def load_imagenet(*, root: str | None, download: bool, image_size: int | None, w
     missing = sorted(set(list_classes(path / "train")) - set(list_classes(val)))
     if missing:
         raise UserError(f"{val}: no folder for {len(missing)} train classes, e.g. {', '.join(missing[:5])}")
-    return read_image_tree(path, "val", image_size, workdir)
+    return path, "val"
+
+
+# dataset name -> its layout check; these trees can also be read from their files (file_store.py)
+TREE_LAYOUTS = {"imagefolder": imagefolder_layout, "imagenet": imagenet_layout}
+
+
+@DATASETS.register("imagefolder")
+def load_imagefolder(*, root: str | None, download: bool, image_size: int | None, workdir: Path) -> RawDataset:
+    """root/train/<class>/<image> plus root/test/ (or root/val/ when there is no test/)."""
+    path, eval_name = imagefolder_layout(root, download)
+    return read_image_tree(path, eval_name, image_size, workdir)
+
+
+@DATASETS.register("imagenet")
+def load_imagenet(*, root: str | None, download: bool, image_size: int | None, workdir: Path) -> RawDataset:
+    """ILSVRC-2012 (see imagenet_layout), decoded into pixels at image_size."""
+    path, eval_name = imagenet_layout(root, download)
+    return read_image_tree(path, eval_name, image_size, workdir)

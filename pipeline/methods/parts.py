@@ -41,11 +41,15 @@ class MethodParts:
     """What trains: the optimizer steps its parameters and the checkpoint stores it (unplaced)."""
     loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
     """(placed model, inputs, labels) -> scalar loss; inputs come from `inputs` in batches."""
-    inputs: torch.Tensor
-    """The training inputs [N, ...] on the CPU, in train's label order (images, or features)."""
+    inputs: Any
+    """The training inputs [N, ...] on the CPU, in train's label order: uint8 images (a tensor, or
+    ImageFiles read from their files) or features."""
     spec: dict
     """How to rebuild `model` (stored in the checkpoint)."""
     evaluate: Callable[[int], dict[str, float]] | None = None
     """After epoch e (1-based): val metrics, or {}."""
     predictor: Callable[[], nn.Module] | None = None
     """After training: uint8 images -> outputs (logits for classifiers); None: the model itself."""
+    views: int | None = None
+    """Augmented views the loss takes per image (SupCon); a loader reading image files cuts that
+    many random crops of each image. None: one."""

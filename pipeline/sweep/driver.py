@@ -92,10 +92,12 @@ def run_sweep(params: Params, spec: SweepSpec, *, resume: bool = False, pruner: 
 
     if spec.method not in SPACES[spec.space].methods:
         raise ValueError(f"space {spec.space} does not apply to method {spec.method}")
-    data = load_prepared(spec.prepared)  # a missing or damaged store is one UserError now, not a failure per trial
+    # absolute: Ray trials run in another working directory
+    files_root = Path(params.data.root).resolve() if params.data.root is not None else None
+    data = load_prepared(spec.prepared, files_root=files_root)  # a missing or damaged store is one UserError now, not a failure per trial
     setup = TrialSetup(
         params=params, section=spec.method, prepared=spec.prepared.resolve(), epochs=spec.epochs, threads=params.run.threads,
-        train_fraction=params.sweep.train_fraction,
+        train_fraction=params.sweep.train_fraction, files_root=files_root,
     )  # fmt: skip
     if setup.train_fraction is not None:
         from pipeline.sweep.trial import train_images

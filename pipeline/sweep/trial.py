@@ -40,6 +40,8 @@ class TrialSetup:
     """torch threads per trial (0: torch's default)."""
     train_fraction: float | None = None
     """Share of the labelled train split a trial trains on; None: params' data.train_fraction."""
+    files_root: Path | None = None
+    """Absolute data.root, where a file store's images are read (data.storage files)."""
 
     @property
     def objective(self) -> str:
@@ -85,7 +87,7 @@ def run_trial(setup: TrialSetup, values: Mapping[str, Any], report: Report) -> d
     params = trial_params(setup.params, values, section=setup.section, epochs=setup.epochs)
     if setup.threads:
         torch.set_num_threads(setup.threads)
-    data = load_prepared(setup.prepared)
+    data = load_prepared(setup.prepared, files_root=setup.files_root, workers=params.data.loader_workers)
     train_split = train_images(data, params, setup.train_fraction)
     device = resolve_device(params.run.device)
     last: dict[str, float] = {}
