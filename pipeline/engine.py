@@ -120,7 +120,7 @@ def _train_epoch(loop: Loop, run: RunContext, epoch: int) -> dict[str, float]:
             # Remember the first bad step without a host sync; it is read every SYNC_EVERY steps.
             first_bad = torch.where(torch.isfinite(loss) | (first_bad >= 0), first_bad, step)
             if (step + 1) % SYNC_EVERY == 0 or step + 1 == steps:
-                _check_finite(loop, run, epoch, int(first_bad.item()), steps)
+                _check_finite(loop, run, epoch, _agreed(first_bad, steps), steps)
                 seen = (step + 1) * loop.batches.batch_size * dist.world_size()
                 bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - started):.0f}")
             bar.update(1)
@@ -142,6 +142,19 @@ def _train_step(loop: Loop, device: torch.device, inputs: torch.Tensor, labels: 
     loop.optimizer.step()
     loop.scheduler.step()
     return loss.detach().float()
+
+
+def _agreed(first_bad: torch.Tensor, steps: int) -> int:
+    """The first bad step over all ranks (-1: none), so every rank stops at the same step.
+
+    Under DDP one rank's NaN reaches the others' weights a step later through the averaged
+    gradients; without agreeing, ranks would name different steps, or one would stop while the
+    others wait in their next all-reduce.
+    """
+    if not dist.is_distributed():
+        return int(first_bad.item())
+    earliest = int(dist.min_across_ranks(torch.where(first_bad >= 0, first_bad, steps)).item())
+    return -1 if earliest == steps else earliest
 
 
 def _check_finite(loop: Loop, run: RunContext, epoch: int, first_bad: int, steps: int) -> None:

@@ -50,21 +50,27 @@ def knn_predict(
     k: int = 20,
     temperature: float = 0.07,
     chunk: int = 1024,
+    exclude: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Class scores [Q, C] from the k nearest bank features by cosine similarity.
 
     bank: [N, D], bank_labels: [N], queries: [Q, D] (any scale; normalised here). Each neighbour
     votes exp(sim / temperature) for its class. Queries go in chunks so memory stays O(chunk * N).
+    exclude [Q]: a bank row per query that may not vote for it (leave-one-out: the query's own row).
     """
     bank = F.normalize(bank.float(), dim=1)
     queries = F.normalize(queries.float(), dim=1)
-    k = min(k, bank.shape[0])
+    k = min(k, bank.shape[0] - (exclude is not None))
     scores = []
     for start in range(0, queries.shape[0], chunk):
-        sims, idx = (queries[start : start + chunk] @ bank.T).topk(k, dim=1)  # [q, k]
+        sims = queries[start : start + chunk] @ bank.T  # [q, N]
+        if exclude is not None:
+            own = exclude[start : start + chunk].to(bank.device)
+            sims[torch.arange(len(own), device=bank.device), own] = -float("inf")
+        sims, idx = sims.topk(k, dim=1)  # [q, k]
         votes = F.one_hot(bank_labels[idx], num_classes).float() * (sims / temperature).exp().unsqueeze(-1)
         scores.append(votes.sum(dim=1))
-    return torch.cat(scores)
+    return torch.cat(scores) if scores else bank.new_zeros((0, num_classes))
 
 
 def knn_top1(bank, bank_labels, queries, query_labels, *, num_classes: int, k: int = 20) -> float:

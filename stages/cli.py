@@ -1,9 +1,14 @@
 """What every stage's `main()` shares: read params.yaml once, turn user errors into one line."""
 
 import argparse
+import json
+import os
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import yaml
 
@@ -25,14 +30,43 @@ def read_params(path: Path = paths.PARAMS) -> Params:
 
 def run_stage(stage: Callable[[Params], object]) -> None:
     """Run `stage` on the validated params; user errors exit 2 with one line on stderr."""
+    with one_line_errors():
+        _recorded(stage)(read_params())
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """A UserError exits 2 and an interrupt 130, each with one line on stderr and no traceback.
+
+    Under torchrun only rank zero prints it; every rank exits with the same code and writes the
+    line to its error file, so torchrun's failure report (printed last) ends with the line rather
+    than with a link to its documentation.
+    """
     try:
-        stage(read_params())
+        yield
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _fail(f"error: {err}", 2)
     except KeyboardInterrupt:
-        print("interrupted; rerun `dvc repro` to resume from the last checkpoint", file=sys.stderr)
-        raise SystemExit(130) from None
+        _fail("interrupted; rerun `dvc repro` to resume from the last checkpoint", 130)
+
+
+def _fail(line: str, code: int) -> NoReturn:
+    if int(os.environ.get("RANK", "0")) == 0:  # torchrun's RANK: set before the process group is joined
+        print(line, file=sys.stderr, flush=True)
+    if os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        # The layout torch.distributed.elastic's ErrorHandler writes; the report shows py_callstack.
+        record = {"message": line, "extraInfo": {"py_callstack": line, "timestamp": str(int(time.time()))}}
+        Path(os.environ["TORCHELASTIC_ERROR_FILE"]).write_text(json.dumps({"message": record}))
+    raise SystemExit(code) from None
+
+
+def _recorded(stage: Callable[[Params], object]) -> Callable[[Params], object]:
+    """Under torchrun, a bug's traceback also goes to torchrun's failure report (@record)."""
+    if not os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        return stage  # one process: nothing to import (report and compare run without torch)
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    return record(stage)
 
 
 def run_seeded_stage(stage: Callable[[Params, int], object], argv: list[str] | None = None, description: str = "") -> None:

@@ -23,6 +23,7 @@ from pipeline.evaluate import classification_metrics, confusion_matrix
 from pipeline.preprocess import predict
 from pipeline.reduced import labelled_subset
 from pipeline.run_context import RunContext
+from pipeline.sync_batchnorm import sync_batchnorm
 from pipeline.training import Trained, train
 from stages import paths
 
@@ -75,8 +76,12 @@ class StageJob:
         return dataclasses.replace(self, trains=trains, context=context)
 
     def selected_epoch(self) -> dict[str, float]:
-        """The epoch model selection kept (best val top-1) and its val top-1, from the BEST file."""
+        """The epoch model selection kept (best val top-1) and its val top-1, from the BEST file;
+        nothing without a val split (data.val_fraction 0): the last epoch is the model, and the
+        report says so."""
         best = checkpoint.best_so_far(self.context.checkpoint_path.with_name(checkpoint.BEST))
+        if best["val_top1"] is None:
+            return {}
         return {"best_epoch": best["epoch"], "val/top1_best": best["val_top1"]}
 
     def score_test(self, predictor: nn.Module) -> dict[str, float]:
@@ -87,9 +92,11 @@ class StageJob:
 
     def log_model(self, predictor: nn.Module) -> None:
         """The trained model (uint8 images -> logits) as the run's MLflow model `model`, traced
-        on two val images (never test); a CPU copy, so it loads on any machine."""
+        on two val images (never test; train images without val); a CPU copy, so it loads on any machine."""
+        # train images when there is no val split (data.val_fraction 0)
+        examples = (self.data.val if len(self.data.val) else self.data.train).images[:2]
         if dist.is_main_process():
-            self.run.log_model(copy.deepcopy(predictor).cpu().eval(), "model", example=self.data.val.images[:2].numpy())
+            self.run.log_model(copy.deepcopy(predictor).cpu().eval(), "model", example=examples.numpy())
 
     def finish(self, metrics: dict, history: list[dict[str, float]], test: dict[str, float] | None = None) -> None:
         """metrics/<output>.json (`metrics`, the summary of `history`, `test`) and plots/<output>.csv, logged to MLflow."""
@@ -122,7 +129,7 @@ def training_stage(
     """
     methods.method(trains)  # imported before the key is taken: its code is part of the key
     device = runtime(params)
-    data = load_prepared(paths.prepared(params.data.dataset))
+    data = load_data(params)
     train_split = labelled_subset(data, cell.fraction, params.run.seed) if cell else data.subset(params.data.train_fraction)
     checkpoint_path = _checkpoint_path(model_dir, seed, cell)
     cell_key = {"cell": {"fraction": cell.fraction, "seed": cell.seed}} if cell else {}
@@ -141,6 +148,11 @@ def training_stage(
         yield StageJob(stage, trains, params, device, data, train_split, context, run, env, output, cell)
 
 
+def load_data(params: Params) -> PreparedDataset:
+    """The prepared store of params' dataset (a file store reads its images under data.root)."""
+    return load_prepared(paths.prepared(params.data.dataset), files_root=params.data.root, workers=params.data.loader_workers)
+
+
 def _checkpoint_path(model_dir: str, seed: int, cell: Cell | None) -> Path:
     folder = paths.reduced_dir(cell.name) / model_dir if cell else paths.model_dir(model_dir, seed)
     return folder / checkpoint.LAST
@@ -156,9 +168,12 @@ def runtime(params: Params) -> torch.device:
 
 
 def placer(params: Params, device: torch.device) -> Callable[[nn.Module], nn.Module]:
-    """Puts a model on the device, wrapped in DDP when several processes train together."""
+    """Puts a model on the device, wrapped in DDP when several processes train together (with
+    BatchNorm over the global batch if model.sync_batchnorm)."""
 
     def place(model: nn.Module) -> nn.Module:
+        if params.model.sync_batchnorm:
+            model = sync_batchnorm(model, device)  # before compile and DDP see the layers
         placed = place_model(model, device, compile_model=params.run.compile)
         return dist.wrap_ddp(placed, device)
 

@@ -1,7 +1,9 @@
 """Stage `linear_eval`: linear classifier on the frozen SupCon encoder; val selects, test scores once.
 
 One run per training seed, on that seed's encoder: `python -m stages.linear_eval [--seed S]`
-(dvc.yaml: linear_eval@<seed>).
+(dvc.yaml: linear_eval@<seed>). Under `torchrun --nproc_per_node=N -m stages.linear_eval` it is one
+classifier trained on all the data (DDP, each process a shard of every epoch), selected on the
+val top-1 every process computes alike; rank zero scores test and writes the results.
 """
 
 from pipeline import checkpoint, dist, provenance

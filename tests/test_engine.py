@@ -94,6 +94,31 @@ def test_fit_calls_evaluate_and_on_epoch_once_per_epoch(tmp_path):
     assert state["epoch"] == 2 and state["history"] == history and state["spec"] == {"kind": "ce"}
 
 
+def test_evaluate_runs_before_the_checkpoint_and_a_resumed_run_neither_repeats_nor_skips_it(tmp_path):
+    def recording(loop: Loop, calls: list) -> None:
+        def evaluate(epoch: int) -> dict[str, float]:
+            on_disk = checkpoint.load(tmp_path / "last.pt")
+            calls.append((epoch, on_disk["epoch"] if on_disk else 0))  # the checkpoint of the epoch before
+            return {"val/fake": float(epoch)}
+
+        loop.evaluate = evaluate
+
+    first, first_run = _resnet_spec(tmp_path, epochs=3)
+    first.epochs, calls = 1, []  # "killed" after epoch 1
+    recording(first, calls)
+    fit(first, first_run)
+    assert calls == [(1, 0)]
+
+    second, second_run = _resnet_spec(tmp_path, epochs=3)
+    second_run.resume = checkpoint.resumable(tmp_path / "last.pt", second_run.config)[0]
+    recording(second, calls)
+    history = fit(second, second_run)
+
+    assert calls == [(1, 0), (2, 1), (3, 2)]
+    assert [row["val/fake"] for row in history] == [1.0, 2.0, 3.0]
+    assert checkpoint.load(tmp_path / "last.pt")["history"] == history  # each epoch's metrics saved with it
+
+
 @pytest.mark.parametrize("stop_after", [1, 2])
 def test_resumed_run_matches_an_uninterrupted_one_exactly(tmp_path, stop_after):
     whole, whole_run = _resnet_spec(tmp_path / "whole", epochs=3)

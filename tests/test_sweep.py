@@ -8,6 +8,7 @@ differently.
 """
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -175,6 +176,16 @@ def test_sweep_train_fraction_is_a_nested_subset_and_a_fraction_that_empties_a_c
     with pytest.raises(ConfigError, match="sweep.train_fraction"):
         run_sweep(small, spec(tiny, tmp_path), echo=lambda line: None)
     assert not (tmp_path / "mlflow.db").exists()  # refused before any run was opened
+
+
+def test_a_store_without_val_is_refused_before_any_trial(tiny, tmp_path):
+    from pipeline.errors import UserError
+
+    no_val = tmp_path / "data/prepared/fashion_mnist"
+    prepare_dataset("fashion_mnist", root=str(tiny["root"] / "raw"), download=False, image_size=8, val_fraction=0.0, fractions=[1.0], seed=0, out_dir=no_val)
+    with pytest.raises(UserError, match="data.val_fraction = 0: a sweep scores its trials on the val split"):
+        run_sweep(tiny["params"], dataclasses.replace(spec(tiny, tmp_path), prepared=no_val), echo=lambda line: None)
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 # --- the CLI's bad input ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Contrastive pretraining (SupCon, or SimCLR when labels are ignored) with a kNN monitor on val."""
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
@@ -8,11 +9,14 @@ from torch import nn
 from pipeline import dist, recipe
 from pipeline.augment import MultiView
 from pipeline.data import Split
-from pipeline.evaluate import knn_top1
+from pipeline.evaluate import knn_predict
 from pipeline.losses import supcon_loss
 from pipeline.methods.parts import MethodInputs, MethodParts
 from pipeline.models import build_supcon_model
-from pipeline.preprocess import predict
+from pipeline.preprocess import predict, rows_of
+
+# Without a val split the monitor scores this many train images (a fixed sample) leave-one-out.
+LOO_SAMPLE = 10_000
 
 
 def contrastive(inputs: MethodInputs) -> MethodParts:
@@ -33,6 +37,7 @@ def contrastive(inputs: MethodInputs) -> MethodParts:
         inputs=inputs.train.images,
         spec={"kind": "supcon", **spec},
         evaluate=monitor,
+        views=config.views,
     )
 
 
@@ -60,14 +65,63 @@ def contrastive_loss(views: nn.Module, normalize: nn.Module, config) -> Callable
 def knn_monitor(
     encoder: nn.Module, train: Split, val: Split, *, preprocess: nn.Module, device: torch.device, num_classes: int, k: int, every: int, epochs: int
 ) -> Callable[[int], dict[str, float]]:
-    """Every `every` epochs (and after the last), kNN top-1 of val against the train features."""
+    """Every `every` epochs (and after the last), kNN top-1 of val against the train features.
+
+    Without a val split: train/knn_top1_loo, a fixed sample of train images each against the rest
+    of the train split. Under torchrun every rank embeds its share of the images and scores its
+    share of the queries (one rank alone would keep the others waiting for minutes at ImageNet
+    scale); every rank returns the same number.
+    """
+    embed = partial(predict, encoder, preprocess=preprocess, device=device)
+    sample = loo_sample(len(train)) if len(val) == 0 else None
+    told = False
 
     def evaluate(epoch: int) -> dict[str, float]:
-        due = every > 0 and (epoch % every == 0 or epoch == epochs)
-        if not due or not dist.is_main_process():
+        nonlocal told
+        if not (every > 0 and (epoch % every == 0 or epoch == epochs)):
             return {}
-        bank = predict(encoder, train.images, preprocess=preprocess, device=device)
-        queries = predict(encoder, val.images, preprocess=preprocess, device=device)
-        return {"val/knn_top1": knn_top1(bank, train.labels, queries, val.labels, num_classes=num_classes, k=k)}
+        bank = dist.map_shares(embed, train.images, rows_of)  # [N, D] on every rank, each embedded its share
+        labels = train.labels.to(bank.device)
+        if sample is None:
+
+            def val_hits(rows: torch.Tensor) -> torch.Tensor:
+                queries = embed(rows_of(val.images, rows)).to(bank.device)
+                return _hits(knn_predict(bank, labels, queries, num_classes=num_classes, k=k), val.labels[rows])
+
+            return {"val/knn_top1": shared_top1(val_hits, len(val))}
+
+        def loo_hits(rows: torch.Tensor) -> torch.Tensor:
+            own = sample[rows].to(bank.device)
+            scores = knn_predict(bank, labels, bank[own], num_classes=num_classes, k=k, exclude=own)
+            return _hits(scores, train.labels[sample[rows]])
+
+        if not told and dist.is_main_process():
+            print(
+                f"no val split (data.val_fraction 0): the kNN monitor reports train/knn_top1_loo, the kNN top-1 of {len(sample)} "
+                "fixed train images each against the rest of the train split (how well training data is fitted, not held-out accuracy)"
+            )
+        told = True
+        return {"train/knn_top1_loo": shared_top1(loo_hits, len(sample))}
 
     return evaluate
+
+
+def _hits(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Correct top-1 predictions: scores [Q, C], labels [Q] -> a count."""
+    return (scores.argmax(1) == labels.to(scores.device)).sum()
+
+
+def shared_top1(correct: Callable[[torch.Tensor], torch.Tensor], num_queries: int) -> float:
+    """Top-1 over num_queries queries; each rank counts its share: correct(rows) -> correct predictions among rows.
+
+    Counts are summed over ranks, so every rank gets the same number (count / num_queries, which
+    is bit for bit the mean of the 0/1 hits a single process took).
+    """
+    rows = dist.share(num_queries)
+    hits = correct(rows) if len(rows) else torch.zeros((), dtype=torch.long)
+    return (dist.sum_across_ranks(hits).float() / num_queries).item()
+
+
+def loo_sample(num_items: int) -> torch.Tensor:
+    """The train rows leave-one-out kNN scores: at most LOO_SAMPLE, fixed (its own generator, not the global RNG)."""
+    return torch.randperm(num_items, generator=torch.Generator().manual_seed(0))[:LOO_SAMPLE]

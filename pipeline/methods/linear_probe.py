@@ -6,16 +6,19 @@ on the fly. The paper L2-normalises the representation r, so the classifier sees
 The test split is never touched here: the caller scores it once with the returned predictor.
 """
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline import dist
 from pipeline.augment import eval_transform
 from pipeline.evaluate import topk_accuracy
 from pipeline.methods.parts import MethodInputs, MethodParts
 from pipeline.methods.selection import BestOnVal
 from pipeline.models import LinearClassifier
-from pipeline.preprocess import predict
+from pipeline.preprocess import predict, rows_of
 
 
 class FrozenFeatures(nn.Module):
@@ -37,7 +40,9 @@ def linear_probe(inputs: MethodInputs) -> MethodParts:
     """A linear classifier on inputs.encoder's frozen features (section `linear`).
 
     The best-on-val weights are kept (methods/selection.py); the predictor carries them:
-    uint8 images -> logits.
+    uint8 images -> logits. Under torchrun it is one classifier trained on all the data (DDP:
+    each rank a shard of every epoch, gradients averaged), selected on the same val top-1 on
+    every rank, and every rank's predictor holds the same weights.
     """
     if inputs.encoder is None:
         raise ValueError("the linear probe needs a trained encoder")
@@ -46,23 +51,24 @@ def linear_probe(inputs: MethodInputs) -> MethodParts:
     # `none` is the deterministic evaluation transform: features can be computed once.
     precompute = inputs.config.augmentation.policy == "none"
     to_float = inputs.augment if precompute else _deterministic(inputs)
+    has_val = len(data.val) > 0
     if precompute:
-        train_inputs = predict(features, inputs.train.images, preprocess=to_float, device=device)
-        val_inputs = predict(features, data.val.images, preprocess=to_float, device=device)
+        train_inputs = every_row(features, inputs.train.images, preprocess=to_float, device=device)
+        val_inputs = every_row(features, data.val.images, preprocess=to_float, device=device) if has_val else None
     else:
         train_inputs, val_inputs = inputs.train.images, data.val.images
-    feature_dim = int(predict(features, inputs.train.images[:2], preprocess=to_float, device=device).shape[1])
+    feature_dim = int(predict(features, rows_of(inputs.train.images, torch.arange(2)), preprocess=to_float, device=device).shape[1])
     classifier = LinearClassifier(feature_dim, data.num_classes).to(device)
     head = classifier if precompute else nn.Sequential(features, classifier)
 
     def val_top1() -> float:
-        logits = predict(head, val_inputs, preprocess=(lambda x: x) if precompute else to_float, device=device)
+        logits = every_row(head, val_inputs, preprocess=(lambda x: x) if precompute else to_float, device=device)
         return topk_accuracy(logits, data.val.labels)
 
     def loss(placed: nn.Module, batch: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(placed(batch if precompute else features(inputs.augment(batch))).float(), labels)
 
-    selection = BestOnVal(classifier, val_top1, inputs.run.checkpoint_path, fresh=inputs.run.resume is None)
+    selection = BestOnVal(classifier, val_top1 if has_val else None, inputs.run.checkpoint_path, fresh=inputs.run.resume is None)
 
     return MethodParts(
         name="linear",
@@ -73,6 +79,11 @@ def linear_probe(inputs: MethodInputs) -> MethodParts:
         evaluate=selection,
         predictor=lambda: probe_predictor(to_float, features, selection.load_best()),
     )
+
+
+def every_row(model: nn.Module, inputs, *, preprocess, device: torch.device) -> torch.Tensor:
+    """predict(model, inputs) on the CPU of every rank: [N, ...], each rank computing its share."""
+    return dist.map_shares(partial(predict, model, preprocess=preprocess, device=device), inputs, rows_of).cpu()
 
 
 def probe_predictor(to_float: nn.Module, features: FrozenFeatures, classifier: nn.Module) -> nn.Module:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pipeline.config import Params
 from pipeline.config_schema import as_dict
+from pipeline.errors import UserError
 from pipeline.sweep import ledger as ledgers
 from pipeline.sweep import results
 from pipeline.sweep.ledger import Ledger, TrialRecord
@@ -95,6 +96,8 @@ def run_sweep(params: Params, spec: SweepSpec, *, resume: bool = False, pruner: 
     # absolute: Ray trials run in another working directory
     files_root = Path(params.data.root).resolve() if params.data.root is not None else None
     data = load_prepared(spec.prepared, files_root=files_root)  # a missing or damaged store is one UserError now, not a failure per trial
+    if len(data.val) == 0:
+        raise UserError("data.val_fraction = 0: a sweep scores its trials on the val split; prepare one (e.g. data.val_fraction: 0.1) to sweep")
     setup = TrialSetup(
         params=params, section=spec.method, prepared=spec.prepared.resolve(), epochs=spec.epochs, threads=params.run.threads,
         train_fraction=params.sweep.train_fraction, files_root=files_root,
