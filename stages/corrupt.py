@@ -9,12 +9,14 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pipeline.config import Params, RobustnessConfig
 from pipeline.corruption.generate import generate
 from pipeline.corruption.released import released_reader
 from pipeline.corruption.store import write_generated, write_released
 from pipeline.data import PreparedDataset, load_prepared
+from pipeline.data.image_files import rows_of
 from pipeline.data.splits import stratified_split
 from pipeline.errors import UserError
 from stages import paths
@@ -57,7 +59,9 @@ def _generate(params: Params, data: PreparedDataset, target: Path) -> None:
             "takes days on a CPU; download the released ImageNet-C and set robustness.released: imagenet-c and robustness.released_root"
         )
     indices = _subset(data.test.labels.numpy(), config.max_images, params.run.seed)
-    images, labels = data.test.images.numpy()[indices], data.test.labels.numpy()[indices]
+    # the stored arrays, or the eval views of test images read from their files
+    picked = rows_of(data.test.images, torch.from_numpy(indices))
+    images, labels = (picked if isinstance(picked, torch.Tensor) else picked[:]).numpy(), data.test.labels.numpy()[indices]
     workers = params.run.threads or len(os.sched_getaffinity(0))
     print(f"{STAGE}: {len(config.corruptions)} corruptions x {len(config.severities)} severities of {len(labels)} test images, {workers} processes")
     corrupted = generate(images, config.corruptions, config.severities, seed=params.run.seed, workers=workers)

@@ -16,6 +16,7 @@ from pipeline import atomic, checkpoint, environment, figures, robustness
 from pipeline.config import Params
 from pipeline.corruption.score import score_corrupted
 from pipeline.corruption.store import CorruptedSet, open_corrupted
+from pipeline.errors import UserError
 from pipeline.saved_models import load_ce_classifier, load_probe_classifier
 from stages import common, paths
 from stages.cli import run_seeded_stage
@@ -49,8 +50,14 @@ def _report(scores: dict, corrupted: CorruptedSet) -> dict:
         baseline, described = (robustness.alexnet_baseline(known), robustness.ALEXNET_CLEAN_ERROR), ALEXNET
     else:
         baseline, described = robustness.errors_of(robustness.model_report(scores["ce"], levels, None)), OWN_CE
-    ce = robustness.model_report(scores["ce"], levels, baseline)
-    supcon = robustness.model_report(scores["supcon"], levels, baseline)
+    try:
+        ce = robustness.model_report(scores["ce"], levels, baseline)
+        supcon = robustness.model_report(scores["supcon"], levels, baseline)
+    except ValueError as err:  # a baseline no corruption changes: CE ratios are undefined
+        raise UserError(
+            f"robustness: {err} ({described}); the baseline's errors are unchanged by a corruption, which a trained "
+            "model on enough images (robustness.max_images) does not show"
+        ) from None
     note = {} if tuple(levels) == robustness.SEVERITIES else {"mCE_note": "CE and mCE need all five severities; only some were scored"}
     corrupted_top1 = {f"{name}/corrupted_top1": _mean([row["top1"] for level, row in report["by_severity"].items() if level != 0]) for name, report in (("supcon", supcon), ("ce", ce))}
     return {

@@ -353,6 +353,41 @@ def test_torchrun_with_two_processes_writes_one_checkpoint_one_metrics_file_one_
     assert done.stdout.count("pretrain_supcon: method supcon") == 1
 
 
+def test_an_image_tree_read_from_its_files_on_the_paper_protocol(tmp_path):
+    """A JPEG ImageFolder with data.storage files and no val split (val_fraction 0, as the presets
+    run): every stage through the CLI, SupCon under torchrun with synchronised BatchNorm."""
+    from fixtures_data import write_image_tree
+
+    folder = tmp_path
+    tree = folder / "raw"
+    write_image_tree(tree, {"train": {"a": 12, "b": 12, "c": 12}, "test": {"a": 4, "b": 4, "c": 4}}, sizes=((48, 36), (30, 60)), fmt="JPEG")
+    params = tiny_params(
+        tree, data={"dataset": "imagefolder", "root": str(tree), "image_size": 16, "storage": "files", "val_fraction": 0.0, "loader_workers": 1},
+        model={"sync_batchnorm": True}, supcon={"epochs": 2, "batch_size": 8}, ce={"epochs": 2, "batch_size": 8},
+        linear={"augmentation": {"policy": "basic", "crop_scale": [0.5, 1.0]}, "batch_size": 8},
+    )  # fmt: skip
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+
+    prepared = stage("prepare", folder)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "stages.pretrain_supcon"]
+    pretrain = run(torchrun, folder)
+    for name in ("linear_eval", "train_ce", "corrupt"):  # corrupt: its test images are eval views of the files
+        stage(name, folder)
+
+    assert "(file index (images read while training))" in prepared.stdout
+    assert not list((folder / "data/prepared/imagefolder").glob("*_images.npy"))
+    supcon = metrics(folder, "pretrain_supcon")
+    assert 0 <= supcon["train/knn_top1_loo"] <= 1 and "val/knn_top1" not in supcon
+    assert pretrain.stdout.count("the kNN monitor reports train/knn_top1_loo") == 1  # rank zero says what it measures
+    assert torch.load(folder / "models/seeds/0/supcon/last.pt", weights_only=False)["config"]["world_size"] == 2
+    for name in ("linear_eval", "train_ce"):
+        result = metrics(folder, name)
+        assert "best_epoch" not in result and result["epochs"] == 2, result  # the last epoch is the model
+        assert 0 <= result["test/top1"] <= 1 and result["train_images"] == 36
+    clean = np.load(folder / "data/corrupted/imagefolder/clean.npy")
+    assert clean.shape == (12, 3, 16, 16) and clean.dtype == np.uint8
+
+
 def test_diverging_run_exits_2_with_one_line_naming_epoch_and_step(project):
     folder = workdir(project, "diverging", supcon={"optimizer": {"lr": 1.0e6, "scale_lr": False, "warmup_epochs": 0}})
 
