@@ -30,6 +30,12 @@ def merged_params(base: Mapping, preset: Mapping) -> dict:
     return merged
 
 
+def _yaml_value(value: object) -> str:
+    """A value as `dvc exp run -S key=<value>` parses it: flow-style YAML on one line."""
+    # safe_dump ends a lone scalar with the document-end marker "..."
+    return yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip().removesuffix("...").strip()
+
+
 def _load_yaml(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: preset not found; available: {', '.join(sorted(p.name for p in Path('configs').glob('*.yaml')))}")
@@ -51,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {args.preset}: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     if args.dvc_args:
-        print(" ".join(f"-S '{key}={yaml.safe_dump(value, default_flow_style=True).strip()}'" for key, value in flatten(preset).items()))
+        print(" ".join(f"-S '{key}={_yaml_value(value)}'" for key, value in flatten(preset).items()))
     elif args.print:
         print(yaml.safe_dump(merged, sort_keys=False))
     else:

@@ -43,6 +43,23 @@ def test_every_preset_validates_on_top_of_params():
         parse_params(merged)  # their data is not on this machine: prepare checks it, not params
 
 
+@pytest.mark.parametrize("preset", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_dvc_args_of_a_preset_give_back_its_values(preset, capsys):
+    import shlex
+
+    from pipeline.config_schema import flatten
+    from stages.preset import main
+
+    main([str(REPO / "configs" / preset), "--dvc-args"])
+
+    words = shlex.split(capsys.readouterr().out)
+    flags = dict(word.split("=", 1) for word in words[1::2])
+    assert words[::2] == ["-S"] * len(flags)
+    assert not [value for value in flags.values() if "\n" in value]  # one line to copy (a lone scalar used to end in "\n...")
+    expected = flatten(yaml.safe_load((REPO / "configs" / preset).read_text()))
+    assert {key: yaml.safe_load(value) for key, value in flags.items()} == expected  # as `dvc exp run -S` parses them
+
+
 def test_a_preset_is_previewed_before_its_data_exists_and_prepare_says_what_is_missing(tmp_path):
     import subprocess
     import sys
