@@ -41,6 +41,42 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, prefix: s
 
 
 @torch.no_grad()
+def knn_neighbours(
+    bank: torch.Tensor, queries: torch.Tensor, *, k: int, chunk: int = 1024, exclude: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sims [Q, k], rows [Q, k]): each query's k most similar bank rows by cosine, most similar first.
+
+    bank: [N, D], queries: [Q, D] (any scale; normalised here). Queries go in chunks so memory
+    stays O(chunk * N). exclude [Q]: a bank row per query that may not be its neighbour
+    (leave-one-out: the query's own row; -1: none). k is capped at the rows there are.
+    """
+    bank = F.normalize(bank.float(), dim=1)
+    queries = F.normalize(queries.float(), dim=1)
+    k = min(k, bank.shape[0])  # an excluded row can only be picked when k covers the bank: its vote is exp(-inf) = 0
+    found = [], []
+    for start in range(0, queries.shape[0], chunk):
+        sims = queries[start : start + chunk] @ bank.T  # [q, N]
+        if exclude is not None:
+            own = exclude[start : start + chunk].to(bank.device)
+            mine = (own >= 0).nonzero().squeeze(1)
+            sims[mine, own[mine]] = -float("inf")
+        for part, values in zip(found, sims.topk(k, dim=1)):  # [q, k] each
+            part.append(values)
+    if not found[0]:
+        return bank.new_zeros((0, k)), torch.zeros((0, k), dtype=torch.long, device=bank.device)
+    return torch.cat(found[0]), torch.cat(found[1])
+
+
+def knn_vote(sims: torch.Tensor, neighbour_labels: torch.Tensor, *, num_classes: int, temperature: float = 0.07, chunk: int = 1024) -> torch.Tensor:
+    """Class scores [Q, C]: each neighbour votes exp(sim / temperature) for its class (Wu et al. 2018).
+    sims, neighbour_labels: [Q, k]. In chunks of queries: the votes are [chunk, k, C]."""
+    scores = [
+        (F.one_hot(neighbour_labels[start : start + chunk], num_classes).float() * (sims[start : start + chunk] / temperature).exp().unsqueeze(-1)).sum(dim=1)
+        for start in range(0, sims.shape[0], chunk)
+    ]  # fmt: skip
+    return torch.cat(scores) if scores else sims.new_zeros((0, num_classes))
+
+
 def knn_predict(
     bank: torch.Tensor,
     bank_labels: torch.Tensor,
@@ -52,25 +88,10 @@ def knn_predict(
     chunk: int = 1024,
     exclude: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Class scores [Q, C] from the k nearest bank features by cosine similarity.
-
-    bank: [N, D], bank_labels: [N], queries: [Q, D] (any scale; normalised here). Each neighbour
-    votes exp(sim / temperature) for its class. Queries go in chunks so memory stays O(chunk * N).
-    exclude [Q]: a bank row per query that may not vote for it (leave-one-out: the query's own row).
-    """
-    bank = F.normalize(bank.float(), dim=1)
-    queries = F.normalize(queries.float(), dim=1)
-    k = min(k, bank.shape[0] - (exclude is not None))
-    scores = []
-    for start in range(0, queries.shape[0], chunk):
-        sims = queries[start : start + chunk] @ bank.T  # [q, N]
-        if exclude is not None:
-            own = exclude[start : start + chunk].to(bank.device)
-            sims[torch.arange(len(own), device=bank.device), own] = -float("inf")
-        sims, idx = sims.topk(k, dim=1)  # [q, k]
-        votes = F.one_hot(bank_labels[idx], num_classes).float() * (sims / temperature).exp().unsqueeze(-1)
-        scores.append(votes.sum(dim=1))
-    return torch.cat(scores) if scores else bank.new_zeros((0, num_classes))
+    """Class scores [Q, C] from the k nearest bank features by cosine similarity (knn_neighbours,
+    then knn_vote). bank: [N, D], bank_labels: [N], queries: [Q, D]; exclude: see knn_neighbours."""
+    sims, rows = knn_neighbours(bank, queries, k=k, chunk=chunk, exclude=exclude)
+    return knn_vote(sims, bank_labels.to(rows.device)[rows], num_classes=num_classes, temperature=temperature, chunk=chunk)
 
 
 def knn_top1(bank, bank_labels, queries, query_labels, *, num_classes: int, k: int = 20) -> float:

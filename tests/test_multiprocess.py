@@ -14,6 +14,7 @@ import json
 import os
 import socket
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,7 +30,8 @@ from pipeline.batches import TensorBatches
 from pipeline.config import CrossEntropyConfig, LinearConfig, ModelConfig, OptimizerConfig
 from pipeline.data.prepared import PreparedDataset, Split
 from pipeline.engine import Loop, TrainingDiverged, fit
-from pipeline.methods.contrastive import LOO_SAMPLE, knn_monitor, loo_sample
+from pipeline.evaluate import knn_predict
+from pipeline.methods.contrastive import LOO_SAMPLE, knn_monitor, loo_sample, sharded_knn
 from pipeline.methods.selection import BestOnVal
 from pipeline.preprocess import eval_preprocess
 from pipeline.run_context import RunContext
@@ -183,6 +185,22 @@ def _diverge_case(rank: int, out_dir: Path) -> dict:
     }  # fmt: skip
 
 
+def _knn_inputs() -> tuple:
+    """A 7-row bank (shares of 3 and 4 rows, fewer than k = 5), 6 queries, 3 excluded rows."""
+    generator = torch.Generator().manual_seed(3)
+    bank, queries = torch.randn(7, 4, generator=generator), torch.randn(6, 4, generator=generator)
+    labels, exclude = torch.tensor([0, 1, 2, 0, 1, 2, 0]), torch.tensor([0, 4, 6, 1, 2, 5])
+    return bank, queries, labels, exclude
+
+
+def _sharded_knn_case() -> dict:
+    """Each rank holds its share of the bank only; scores of every query against the whole bank."""
+    bank, queries, labels, exclude = _knn_inputs()
+    rows = dist.share(len(bank))
+    knn = partial(sharded_knn, bank[rows], queries, offset=int(rows[0]), labels=labels, num_classes=3, k=5)
+    return {"scores": knn(), "scores_loo": knn(exclude=exclude)}
+
+
 def _worker(rank: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch_dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=timedelta(seconds=60))
@@ -194,6 +212,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         "gather": _gather_case(rank),
         "knn": _knn(51, 17),  # shares of 25/26 train and 8/9 val images
         "knn_loo": _knn(51, 0),
+        "sharded_knn": _sharded_knn_case(),
         "probe": _probe(PROBE_BATCH, out / "probe" / "last.pt", wrap),
         "probe_in_memory": _probe(PROBE_BATCH, None, wrap),
         "diverge": _diverge_case(rank, out),
@@ -268,6 +287,16 @@ def test_knn_monitor_in_shares_equals_one_process(ranks, case, val_n):
     expected = _knn(51, val_n)
     assert list(expected) == (["val/knn_top1"] if val_n else ["train/knn_top1_loo"])
     assert ranks[0][case] == ranks[1][case] == expected
+
+
+def test_sharded_knn_scores_equal_those_of_one_bank(ranks):
+    bank, queries, labels, exclude = _knn_inputs()
+    whole = knn_predict(bank, labels, queries, num_classes=3, k=5)
+    left_out = knn_predict(bank, labels, queries, num_classes=3, k=5, exclude=exclude)
+    for r in ranks:
+        torch.testing.assert_close(r["sharded_knn"]["scores"], whole, rtol=1e-5, atol=0)  # float32: the shares' matmuls sum in another order
+        torch.testing.assert_close(r["sharded_knn"]["scores_loo"], left_out, rtol=1e-5, atol=0)
+    assert not torch.equal(whole, left_out)  # the exclusion mattered
 
 
 # ---- 3. the linear probe under DDP ----

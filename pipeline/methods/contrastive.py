@@ -4,12 +4,13 @@ from collections.abc import Callable
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline import dist, recipe
 from pipeline.augment import MultiView
 from pipeline.data import Split
-from pipeline.evaluate import knn_predict
+from pipeline.evaluate import knn_neighbours, knn_vote
 from pipeline.losses import supcon_loss
 from pipeline.methods.parts import MethodInputs, MethodParts
 from pipeline.models import build_supcon_model
@@ -68,9 +69,11 @@ def knn_monitor(
     """Every `every` epochs (and after the last), kNN top-1 of val against the train features.
 
     Without a val split: train/knn_top1_loo, a fixed sample of train images each against the rest
-    of the train split. Under torchrun every rank embeds its share of the images and scores its
-    share of the queries (one rank alone would keep the others waiting for minutes at ImageNet
-    scale); every rank returns the same number.
+    of the train split. Under torchrun every rank embeds its share of the train images and keeps
+    only that share of the bank on its device (ImageNet's whole bank is 10 GB in float32); the
+    queries are embedded in shares and gathered, each rank finds their k nearest rows in its share,
+    and the candidates are merged (sharded_knn). Every rank returns the same number, and no rank
+    waits minutes on a barrier for another.
     """
     embed = partial(predict, encoder, preprocess=preprocess, device=device)
     sample = loo_sample(len(train)) if len(val) == 0 else None
@@ -80,46 +83,67 @@ def knn_monitor(
         nonlocal told
         if not (every > 0 and (epoch % every == 0 or epoch == epochs)):
             return {}
-        bank = dist.map_shares(embed, train.images, rows_of)  # [N, D] on every rank, each embedded its share
-        labels = train.labels.to(bank.device)
+        share = dist.share(len(train))
+        bank = embed(rows_of(train.images, share)).to(device)  # [N / W, D]: this rank's rows of the bank
+        knn = partial(sharded_knn, bank, offset=int(share[0]) if len(share) else 0, labels=train.labels.to(device), num_classes=num_classes, k=k)
         if sample is None:
-
-            def val_hits(rows: torch.Tensor) -> torch.Tensor:
-                queries = embed(rows_of(val.images, rows)).to(bank.device)
-                return _hits(knn_predict(bank, labels, queries, num_classes=num_classes, k=k), val.labels[rows])
-
-            return {"val/knn_top1": shared_top1(val_hits, len(val))}
-
-        def loo_hits(rows: torch.Tensor) -> torch.Tensor:
-            own = sample[rows].to(bank.device)
-            scores = knn_predict(bank, labels, bank[own], num_classes=num_classes, k=k, exclude=own)
-            return _hits(scores, train.labels[sample[rows]])
-
+            queries = dist.map_shares(embed, val.images, rows_of).to(device)  # [Q, D] on every rank
+            return {"val/knn_top1": top1(knn(queries), val.labels)}
+        own = sample.to(device)
+        # one process holds every row: the sample's features are rows of the bank
+        queries = bank[own] if dist.world_size() == 1 else dist.map_shares(embed, rows_of(train.images, sample), rows_of).to(device)
         if not told and dist.is_main_process():
             print(
                 f"no val split (data.val_fraction 0): the kNN monitor reports train/knn_top1_loo, the kNN top-1 of {len(sample)} "
                 "fixed train images each against the rest of the train split (how well training data is fitted, not held-out accuracy)"
             )
         told = True
-        return {"train/knn_top1_loo": shared_top1(loo_hits, len(sample))}
+        return {"train/knn_top1_loo": top1(knn(queries, exclude=own), train.labels[sample])}
 
     return evaluate
 
 
-def _hits(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Correct top-1 predictions: scores [Q, C], labels [Q] -> a count."""
-    return (scores.argmax(1) == labels.to(scores.device)).sum()
+def sharded_knn(
+    bank: torch.Tensor, queries: torch.Tensor, *, offset: int, labels: torch.Tensor, num_classes: int, k: int, exclude: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Class scores [Q, C] of every query against the whole bank, which each rank holds a share of.
 
-
-def shared_top1(correct: Callable[[torch.Tensor], torch.Tensor], num_queries: int) -> float:
-    """Top-1 over num_queries queries; each rank counts its share: correct(rows) -> correct predictions among rows.
-
-    Counts are summed over ranks, so every rank gets the same number (count / num_queries, which
-    is bit for bit the mean of the 0/1 hits a single process took).
+    bank: [n, D], this rank's rows offset..offset+n of the bank; labels: [N] of the whole bank;
+    queries: [Q, D], the same on every rank; exclude: [Q] whole-bank rows that may not vote
+    (leave-one-out). Each rank's k nearest candidates are gathered and the k best kept, so the
+    neighbours, and the votes, are those of one process holding the whole bank.
     """
-    rows = dist.share(num_queries)
-    hits = correct(rows) if len(rows) else torch.zeros((), dtype=torch.long)
-    return (dist.sum_across_ranks(hits).float() / num_queries).item()
+    local = None
+    if exclude is not None:
+        local = exclude - offset
+        local[(local < 0) | (local >= len(bank))] = -1  # another rank's row
+    sims, rows = knn_neighbours(bank, queries, k=k, exclude=local)
+    rows = rows + offset
+    if dist.world_size() > 1:
+        sims, rows = _merge_candidates(*_padded(sims, rows, k), k=k)
+    return knn_vote(sims, labels[rows], num_classes=num_classes)
+
+
+def _padded(sims: torch.Tensor, rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[Q, k'] -> [Q, k] with k' <= k (a share with fewer rows): padding never wins or votes."""
+    missing = k - sims.shape[1]
+    if missing <= 0:
+        return sims, rows
+    return F.pad(sims, (0, missing), value=-float("inf")), F.pad(rows, (0, missing), value=0)
+
+
+def _merge_candidates(sims: torch.Tensor, rows: torch.Tensor, *, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's [Q, k] candidates -> the k most similar of all, most similar first."""
+    every_sims = dist.gather_no_grad(sims.unsqueeze(0)).to(sims.device)  # [W, Q, k]
+    every_rows = dist.gather_no_grad(rows.unsqueeze(0)).to(rows.device)
+    sims, rows = every_sims.permute(1, 0, 2).flatten(1), every_rows.permute(1, 0, 2).flatten(1)  # [Q, W * k]
+    best, index = sims.topk(k, dim=1)
+    return best, rows.gather(1, index)
+
+
+def top1(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """kNN top-1 from class scores [Q, C] and labels [Q]: correct / Q (as a mean of the 0/1 hits)."""
+    return ((scores.argmax(1) == labels.to(scores.device)).sum().float() / len(labels)).item()
 
 
 def loo_sample(num_items: int) -> torch.Tensor:
