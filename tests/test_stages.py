@@ -479,8 +479,8 @@ def test_the_stages_read_the_test_split_only_to_score_the_trained_model(project,
     real_load, real_score = common.load_prepared, common.StageJob.score_test
     scored = []
 
-    def load_poisoned(path):
-        data = real_load(path)
+    def load_poisoned(path, **kwargs):
+        data = real_load(path, **kwargs)
         scored.append(data.test)  # kept aside; the stage sees a poisoned split until it scores
         return dataclasses.replace(data, test=Split(Poisoned(), Poisoned()))
 
