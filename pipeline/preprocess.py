@@ -2,10 +2,12 @@
 read from their files)."""
 
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 
 import torch
 from torch import nn
 
+from pipeline import dist
 from pipeline.batches import sequential_batches
 from pipeline.data.image_files import loader_workers, rows_of  # noqa: F401  (rows_of: re-exported)
 from pipeline.device import autocast, to_input
@@ -54,6 +56,13 @@ def predict(
     if isinstance(model, nn.Module):
         model.train(was_training)
     return torch.cat(outputs)
+
+
+def predict_in_shares(model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, **predict_kwargs) -> torch.Tensor:
+    """predict(model, inputs, **predict_kwargs) over every row, on the CPU of every process: under
+    torchrun each rank computes its contiguous share and the shares are gathered, so no rank waits
+    minutes for another to run the whole split. One process: predict() itself."""
+    return dist.map_shares(partial(predict, model, **predict_kwargs), inputs, rows_of).cpu()
 
 
 def eval_preprocess(image_size: int, channels: int, mean: Sequence[float], std: Sequence[float]) -> nn.Module:

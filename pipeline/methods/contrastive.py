@@ -14,7 +14,7 @@ from pipeline.evaluate import knn_neighbours, knn_vote
 from pipeline.losses import supcon_loss
 from pipeline.methods.parts import MethodInputs, MethodParts
 from pipeline.models import build_supcon_model
-from pipeline.preprocess import predict, rows_of
+from pipeline.preprocess import predict, predict_in_shares, rows_of
 
 # Without a val split the monitor scores this many train images (a fixed sample) leave-one-out.
 LOO_SAMPLE = 10_000
@@ -87,11 +87,11 @@ def knn_monitor(
         bank = embed(rows_of(train.images, share)).to(device)  # [N / W, D]: this rank's rows of the bank
         knn = partial(sharded_knn, bank, offset=int(share[0]) if len(share) else 0, labels=train.labels.to(device), num_classes=num_classes, k=k)
         if sample is None:
-            queries = dist.map_shares(embed, val.images, rows_of).to(device)  # [Q, D] on every rank
+            queries = predict_in_shares(encoder, val.images, preprocess=preprocess, device=device).to(device)  # [Q, D] on every rank
             return {"val/knn_top1": top1(knn(queries), val.labels)}
         own = sample.to(device)
         # one process holds every row: the sample's features are rows of the bank
-        queries = bank[own] if dist.world_size() == 1 else dist.map_shares(embed, rows_of(train.images, sample), rows_of).to(device)
+        queries = bank[own] if dist.world_size() == 1 else predict_in_shares(encoder, rows_of(train.images, sample), preprocess=preprocess, device=device).to(device)
         if not told and dist.is_main_process():
             print(
                 f"no val split (data.val_fraction 0): the kNN monitor reports train/knn_top1_loo, the kNN top-1 of {len(sample)} "

@@ -5,19 +5,18 @@ with the best val top-1, not simply the last one.
 """
 
 from collections.abc import Callable
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline import dist, recipe
+from pipeline import recipe
 from pipeline.data import Split
 from pipeline.evaluate import topk_accuracy
 from pipeline.methods.parts import MethodInputs, MethodParts
 from pipeline.methods.selection import BestOnVal
 from pipeline.models import build_ce_model
-from pipeline.preprocess import predict, rows_of
+from pipeline.preprocess import predict_in_shares
 
 
 def cross_entropy(inputs: MethodInputs) -> MethodParts:
@@ -52,5 +51,4 @@ def cross_entropy_loss(augment: nn.Module, normalize: nn.Module, label_smoothing
 def val_top1(model: nn.Module, val: Split, *, preprocess: nn.Module, device: torch.device) -> Callable[[], float]:
     """The model's val top-1 now (cheap: one forward pass over the val split; under torchrun each
     rank runs its share, and every rank scores all the logits, so all get the same number)."""
-    logits = partial(predict, model, preprocess=preprocess, device=device)
-    return lambda: topk_accuracy(dist.map_shares(logits, val.images, rows_of).cpu(), val.labels)
+    return lambda: topk_accuracy(predict_in_shares(model, val.images, preprocess=preprocess, device=device), val.labels)

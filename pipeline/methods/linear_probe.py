@@ -6,19 +6,16 @@ on the fly. The paper L2-normalises the representation r, so the classifier sees
 The test split is never touched here: the caller scores it once with the returned predictor.
 """
 
-from functools import partial
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline import dist
 from pipeline.augment import eval_transform
 from pipeline.evaluate import topk_accuracy
 from pipeline.methods.parts import MethodInputs, MethodParts
 from pipeline.methods.selection import BestOnVal
 from pipeline.models import LinearClassifier
-from pipeline.preprocess import predict, rows_of
+from pipeline.preprocess import predict, predict_in_shares, rows_of
 
 
 class FrozenFeatures(nn.Module):
@@ -53,8 +50,8 @@ def linear_probe(inputs: MethodInputs) -> MethodParts:
     to_float = inputs.augment if precompute else _deterministic(inputs)
     has_val = len(data.val) > 0
     if precompute:
-        train_inputs = every_row(features, inputs.train.images, preprocess=to_float, device=device)
-        val_inputs = every_row(features, data.val.images, preprocess=to_float, device=device) if has_val else None
+        train_inputs = predict_in_shares(features, inputs.train.images, preprocess=to_float, device=device)
+        val_inputs = predict_in_shares(features, data.val.images, preprocess=to_float, device=device) if has_val else None
     else:
         train_inputs, val_inputs = inputs.train.images, data.val.images
     feature_dim = int(predict(features, rows_of(inputs.train.images, torch.arange(2)), preprocess=to_float, device=device).shape[1])
@@ -62,7 +59,7 @@ def linear_probe(inputs: MethodInputs) -> MethodParts:
     head = classifier if precompute else nn.Sequential(features, classifier)
 
     def val_top1() -> float:
-        logits = every_row(head, val_inputs, preprocess=(lambda x: x) if precompute else to_float, device=device)
+        logits = predict_in_shares(head, val_inputs, preprocess=(lambda x: x) if precompute else to_float, device=device)
         return topk_accuracy(logits, data.val.labels)
 
     def loss(placed: nn.Module, batch: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -79,11 +76,6 @@ def linear_probe(inputs: MethodInputs) -> MethodParts:
         evaluate=selection,
         predictor=lambda: probe_predictor(to_float, features, selection.load_best()),
     )
-
-
-def every_row(model: nn.Module, inputs, *, preprocess, device: torch.device) -> torch.Tensor:
-    """predict(model, inputs) on the CPU of every rank: [N, ...], each rank computing its share."""
-    return dist.map_shares(partial(predict, model, preprocess=preprocess, device=device), inputs, rows_of).cpu()
 
 
 def probe_predictor(to_float: nn.Module, features: FrozenFeatures, classifier: nn.Module) -> nn.Module:
