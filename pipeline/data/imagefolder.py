@@ -108,23 +108,29 @@ def count_train_images(root: Path) -> int:
     return sum(len(images) for images in list_classes(root / "train").values())
 
 
-def index_image_tree(root: Path, eval_name: str) -> FileTree:
-    """root/train/<class>/* and root/<eval_name>/<class>/* -> FileTree; every file is hashed
-    (provenance), none is decoded; channels 1 only if every image is single-channel."""
-    train_dir, eval_dir = root / "train", root / eval_name
+def _list_tree(train_dir: Path, eval_dir: Path) -> tuple[tuple[list[Path], np.ndarray], tuple[list[Path], np.ndarray], tuple[str, ...], bool]:
+    """(train paths, labels), (eval paths, labels), the class names (train's folders, sorted), and
+    whether every image is single-channel (from the headers)."""
     train, test = list_classes(train_dir), list_classes(eval_dir)
     _check_train(train, train_dir)
     unknown = sorted(set(test) - set(train))
     if unknown:
         raise UserError(f"{eval_dir}: classes not in {train_dir}: {', '.join(unknown)}")
     class_index = {name: i for i, name in enumerate(train)}
-    train_paths, train_labels = _labelled(train, class_index)
-    test_paths, test_labels = _labelled(test, class_index)
-    gray = all(_map(_is_gray, train_paths + test_paths))
+    train_items, test_items = _labelled(train, class_index), _labelled(test, class_index)
+    gray = all(_map(_is_gray, train_items[0] + test_items[0]))
+    return train_items, test_items, tuple(train), gray
+
+
+def index_image_tree(root: Path, eval_name: str) -> FileTree:
+    """root/train/<class>/* and root/<eval_name>/<class>/* -> FileTree; every file is hashed
+    (provenance), none is decoded; channels 1 only if every image is single-channel."""
+    train_dir, eval_dir = root / "train", root / eval_name
+    (train_paths, train_labels), (test_paths, test_labels), class_names, gray = _list_tree(train_dir, eval_dir)
     train_digests, test_digests = list(_map(sha256_file, train_paths)), list(_map(sha256_file, test_paths))
     sources = (_tree_source(train_dir, train_paths, train_digests), _tree_source(eval_dir, test_paths, test_digests))
     return FileTree(
-        root, _relative(train_paths, root), train_labels, _relative(test_paths, root), test_labels, tuple(train), 1 if gray else 3, sources
+        root, _relative(train_paths, root), train_labels, _relative(test_paths, root), test_labels, class_names, 1 if gray else 3, sources
     )
 
 
@@ -157,19 +163,11 @@ def read_image_tree(root: Path, eval_name: str, image_size: int | None, workdir:
     if image_size is None:
         raise UserError(f"data.image_size must be set for image folders ({root}): images are cropped to that square")
     train_dir, eval_dir = root / "train", root / eval_name
-    train, test = list_classes(train_dir), list_classes(eval_dir)
-    _check_train(train, train_dir)
-    unknown = sorted(set(test) - set(train))
-    if unknown:
-        raise UserError(f"{eval_dir}: classes not in {train_dir}: {', '.join(unknown)}")
-    class_index = {name: i for i, name in enumerate(train)}
-    train_paths, train_labels = _labelled(train, class_index)
-    test_paths, test_labels = _labelled(test, class_index)
-    gray = all(_map(_is_gray, train_paths + test_paths))
+    (train_paths, train_labels), (test_paths, test_labels), class_names, gray = _list_tree(train_dir, eval_dir)
     train_x, train_digests = _decode_split(train_paths, image_size, gray, workdir / "raw_train.npy")
     test_x, test_digests = _decode_split(test_paths, image_size, gray, workdir / "raw_test.npy")
     sources = (_tree_source(train_dir, train_paths, train_digests), _tree_source(eval_dir, test_paths, test_digests))
-    return RawDataset(train_x, train_labels, test_x, test_labels, tuple(train), sources)
+    return RawDataset(train_x, train_labels, test_x, test_labels, class_names, sources)
 
 
 def _require_root(root: str | None, download: bool, layout: str) -> Path:
