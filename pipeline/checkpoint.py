@@ -22,8 +22,9 @@ from pipeline.errors import UserError
 from pipeline.provenance import changed_keys
 
 FORMAT = 2  # 2: config holds code and input digests; loaded with weights_only
-# A training run's files: LAST after every epoch (resume); BEST the weights that scored highest
-# on val so far (model selection, linear probe), {"format", "epoch", "val_top1", "model"}.
+# A training run's files: LAST at each checkpoint of `fit` (resume); BEST, written just before
+# it, the weights that scored highest on val so far (model selection: CE, linear probe),
+# {"format", "epoch", "val_top1", "model"}.
 LAST, BEST = "last.pt", "best.pt"
 _NAMED_CHANGES = 4  # changed keys a notice names before "and N more"
 
@@ -79,9 +80,11 @@ def load(path: Path) -> dict[str, Any] | None:
     return state
 
 
-def save_best(path: Path, *, model: nn.Module, epoch: int, val_top1: float) -> None:
-    """Write the BEST file: the model's weights after `epoch` (1-based) and their val top-1."""
-    atomic.torch_save(path, {"format": FORMAT, "epoch": epoch, "val_top1": val_top1, "model": unwrap(model).state_dict()})
+def save_best(path: Path, *, model: nn.Module | dict, epoch: int, val_top1: float | None) -> None:
+    """Write the BEST file: the weights after `epoch` (1-based; a model, or its state dict kept
+    in memory) and their val top-1 (None: no val split, the last epoch is the model)."""
+    weights = model if isinstance(model, dict) else unwrap(model).state_dict()
+    atomic.torch_save(path, {"format": FORMAT, "epoch": epoch, "val_top1": val_top1, "model": weights})
 
 
 def best_so_far(path: Path) -> dict[str, Any] | None:

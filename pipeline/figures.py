@@ -11,7 +11,8 @@ from matplotlib.figure import Figure  # noqa: E402
 
 def training_curves(history: list[dict[str, float]], title: str) -> Figure:
     """One panel per metric (loss, accuracies, lr) against epoch."""
-    keys = sorted({k for row in history for k in row if k != "epoch" and not k.endswith(("_time_s", "images_per_s"))})
+    # train/steps is a straight line against epoch: it is in the history, not worth a panel
+    keys = sorted({k for row in history for k in row if k not in ("epoch", "train/steps") and not k.endswith(("_time_s", "images_per_s"))})
     figure, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
     for axis, key in zip(axes[0], keys):
         points = [(row["epoch"], row[key]) for row in history if key in row]

@@ -7,7 +7,8 @@ imported lazily because it takes seconds to import and most library users never 
 import json
 import os
 import subprocess
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from pipeline import dist
 from pipeline.config_schema import flatten
 
+MAX_METRICS_PER_REQUEST = 1000  # MLflow's limit on one log_batch (mlflow.utils.validation)
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 """MLflow 3's UI opens a GenAI experiment on its traces overview; this kind opens on model
 training (runs, metrics, charts), which is what every run here is."""
@@ -46,6 +48,17 @@ class Run:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_epochs(self, rows: Sequence[Mapping[str, float]], prefix: str = "") -> None:
+        """Each row's metrics (`prefix` + key) at step row["epoch"], in as few requests as MLflow
+        takes (MAX_METRICS_PER_REQUEST values each): the epochs since the last checkpoint at once."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(prefix + key, float(value), now, int(row["epoch"])) for row in rows for key, value in row.items() if key != "epoch"]
+        client = self._mlflow.MlflowClient()
+        for start in range(0, len(metrics), MAX_METRICS_PER_REQUEST):
+            client.log_batch(self.run_id, metrics=metrics[start : start + MAX_METRICS_PER_REQUEST])
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         self._mlflow.log_artifact(str(path), artifact_path=folder)

@@ -2,7 +2,7 @@
 
     python -m stages.pretrain_supcon [--seed S]
 
-One run per training seed (dvc.yaml: pretrain_supcon@<seed>). Checkpoints every epoch to
+One run per training seed (dvc.yaml: pretrain_supcon@<seed>). Checkpoints (run.checkpoint_every_*) to
 models/seeds/<seed>/supcon/last.pt and resumes from it; runs under
 `torchrun --nproc_per_node=N -m stages.pretrain_supcon` as well (DDP, gathered loss).
 """

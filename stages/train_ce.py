@@ -1,7 +1,7 @@
 """Stage `train_ce`: the cross-entropy baseline (same encoder, augmentation and epoch budget).
 
 The epoch with the best val top-1 (the same rule as the linear probe's) is scored once on the
-test split; checkpoints every epoch to models/seeds/<seed>/ce/ and resumes. One run per
+test split; checkpoints (run.checkpoint_every_*) to models/seeds/<seed>/ce/ and resumes. One run per
 training seed: `python -m stages.train_ce [--seed S]` (dvc.yaml: train_ce@<seed>).
 """
 

@@ -113,7 +113,7 @@ def _probe(batch_size: int, checkpoint_path: Path | None, wrap=None) -> dict:
     best = checkpoint.best_so_far(checkpoint_path.with_name(checkpoint.BEST)) if checkpoint_path else None
     return {
         "weights": {k: v.clone() for k, v in trained.model.state_dict().items()},
-        "history": [{k: v for k, v in row.items() if k.startswith("val/") or k == "train/loss"} for row in trained.history],
+        "history": [{k: v for k, v in row.items() if k.startswith("val/") or k in ("train/loss", "train/steps")} for row in trained.history],
         "predicted": trained.predictor(data.val.images),
         "best_epoch": best["epoch"] if best else None,
     }
@@ -169,7 +169,7 @@ def _diverge_case(rank: int, out_dir: Path) -> dict:
     batches = TensorBatches(torch.randn(24, 3, generator=generator), torch.arange(24) % 2, batch_size=4, seed=0)
     loop = Loop("tiny", placed, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0), loss_fn, batches, epochs=3)
     try:
-        fit(loop, RunContext(seed=0, device=CPU, checkpoint_path=out_dir / "diverge" / "last.pt"))
+        fit(loop, RunContext(seed=0, device=CPU, checkpoint_path=out_dir / "diverge" / "last.pt", checkpoint_every_steps=1))
     except TrainingDiverged as err:
         diverged = err
     # What the stage's CLI makes of it under torchrun: rank zero prints, every rank writes its error file.
@@ -312,6 +312,7 @@ def test_linear_probe_under_ddp_is_one_classifier_on_all_the_data(ranks, case, t
         assert torch.equal(second["weights"][name], tensor), name
     assert torch.equal(first["predicted"], second["predicted"])
     assert [row["val/top1"] for row in first["history"]] == [row["val/top1"] for row in second["history"]]
+    assert [row["train/steps"] for row in first["history"]] == [row["train/steps"] for row in second["history"]] == [row["train/steps"] for row in one["history"]]
     # ... and it is the classifier one process trains on the same samples per step.
     assert [row["val/top1"] for row in first["history"]] == [row["val/top1"] for row in one["history"]]
     for name, tensor in one["weights"].items():
@@ -349,8 +350,7 @@ def test_without_val_the_last_epoch_is_the_model_and_best_says_so(tmp_path):
         with torch.no_grad():
             model.weight.fill_(epoch)
         assert selection(epoch) == {}
-    with torch.no_grad():
-        model.weight.zero_()
+    selection.save(3)  # fit's checkpoint after the last epoch
 
     assert torch.equal(selection.load_best().weight, torch.full((2, 2), 3.0))
     best = checkpoint.best_so_far(tmp_path / "best.pt")

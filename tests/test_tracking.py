@@ -71,6 +71,31 @@ def test_run_logs_flat_params_tags_metrics_per_step_and_artifacts(store, tmp_pat
     assert [a.path for a in client.list_artifacts(run_id, "metrics")] == ["metrics/metrics.json"]
 
 
+
+def test_log_epochs_logs_every_row_at_its_epoch_in_batches_of_at_most_1000(store, monkeypatch):
+    import mlflow
+
+    uri, client, experiment = store
+    rows = [{"epoch": epoch, "train/loss": 1.0 / epoch, "train/steps": epoch, "train/lr": 0.1, "val/top1": 0.5} for epoch in range(1, 301)]
+    requests = []
+    log_batch = mlflow.MlflowClient.log_batch
+
+    def counting(self, run_id, metrics=(), **others):
+        if metrics:
+            requests.append(len(metrics))
+        return log_batch(self, run_id, metrics=metrics, **others)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", counting)
+
+    with _open(uri, experiment) as run:
+        run.log_epochs(rows, prefix="probe/")
+        run_id = run.run_id
+
+    assert requests == [1000, 200]  # 300 epochs x 4 metrics
+    losses = client.get_metric_history(run_id, "probe/train/loss")
+    assert sorted((m.step, m.value) for m in losses) == [(epoch, 1.0 / epoch) for epoch in range(1, 301)]
+    assert "probe/epoch" not in client.get_run(run_id).data.metrics
+
 def test_more_than_100_params_are_logged(store):
     uri, client, experiment = store
     many = {"grid": {f"p{i:03d}": i for i in range(230)}}

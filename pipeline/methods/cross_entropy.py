@@ -34,6 +34,7 @@ def cross_entropy(inputs: MethodInputs) -> MethodParts:
         inputs=inputs.train.images,
         spec={"kind": "ce", **spec},
         evaluate=selection,
+        on_save=selection.save,
         predictor=lambda: nn.Sequential(inputs.preprocess, selection.load_best()).eval(),
     )
 

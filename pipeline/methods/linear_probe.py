@@ -74,6 +74,7 @@ def linear_probe(inputs: MethodInputs) -> MethodParts:
         inputs=train_inputs,
         spec={"kind": "linear", "in_dim": feature_dim, "num_classes": data.num_classes},
         evaluate=selection,
+        on_save=selection.save,
         predictor=lambda: probe_predictor(to_float, features, selection.load_best()),
     )
 

@@ -48,6 +48,8 @@ class MethodParts:
     """How to rebuild `model` (stored in the checkpoint)."""
     evaluate: Callable[[int], dict[str, float]] | None = None
     """After epoch e (1-based): val metrics, or {}."""
+    on_save: Callable[[int], None] | None = None
+    """At each checkpoint after epoch e, just before last.pt is written (engine.Loop.on_save)."""
     predictor: Callable[[], nn.Module] | None = None
     """After training: uint8 images -> outputs (logits for classifiers); None: the model itself."""
     views: int | None = None
