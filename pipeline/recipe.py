@@ -11,13 +11,17 @@ from pipeline import dist
 from pipeline.augment import build_augmentation
 from pipeline.config import AugmentConfig, ModelConfig, OptimizerConfig
 from pipeline.engine import total_steps, warmup_steps
+from pipeline.errors import ConfigError
 from pipeline.optim import build_optimizer, build_scheduler, scaled_lr
 
 
 def optimizer_and_schedule(
-    model: nn.Module, config: OptimizerConfig, *, num_items: int, batch_size: int, epochs: int
+    model: nn.Module, config: OptimizerConfig, *, num_items: int, batch_size: int, epochs: int, section: str = ""
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """The optimizer over model's parameters, and a per-step warm-up + decay schedule."""
+    """The optimizer over model's parameters, and a per-step warm-up + decay schedule.
+
+    `section` (supcon, ce, linear) names the keys of a warm-up longer than the run."""
+    check_warmup(config, epochs=epochs, section=section)
     global_batch = batch_size * dist.world_size()
     lr = scaled_lr(config.lr, global_batch) if config.scale_lr else config.lr
     optimizer = build_optimizer(model, config.name, lr=lr, weight_decay=config.weight_decay, momentum=config.momentum, nesterov=config.nesterov)
@@ -28,6 +32,17 @@ def optimizer_and_schedule(
         schedule=config.schedule,
     )
     return optimizer, scheduler
+
+
+def check_warmup(config: OptimizerConfig, *, epochs: int, section: str, epochs_from: str = "") -> None:
+    """A warm-up must end within the run (the schedule is undefined past its last step): one line
+    naming <section>.optimizer.warmup_epochs and where the run's `epochs` come from (`epochs_from`,
+    by default <section>.epochs)."""
+    if config.warmup_epochs <= epochs:  # then warm-up steps <= total steps at any steps per epoch
+        return
+    prefix = f"{section}." if section else ""
+    origin = epochs_from or f"{prefix}epochs"
+    raise ConfigError(f"{prefix}optimizer.warmup_epochs", config.warmup_epochs, f"at most the {epochs} epochs the run trains ({origin}): shorten the warm-up or lengthen the run")
 
 
 def augmentation(config: AugmentConfig, *, image_size: int, channels: int, crop: bool = True) -> nn.Module:

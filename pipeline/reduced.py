@@ -7,7 +7,9 @@ one's. A fraction that leaves a class with no image is refused, not silently rou
 
 Budget rule, the same for every method: at least `steps` optimizer steps and `min_epochs`
 epochs, so a 1% cell trains about as many steps as a 10% one instead of being 10x cheaper and
-useless: epochs = max(min_epochs, ceil(steps / steps_per_epoch)).
+useless: epochs = max(min_epochs, ceil(steps / steps_per_epoch)). Under torchrun the rule holds in
+every process: the batch and the steps per epoch are each process's share's. A cell records what
+its optimizer did (`spent`), not what the rule asked for.
 """
 
 import math
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 
 from pipeline.data import PreparedDataset, Split
+from pipeline.data.image_files import rows_of
 from pipeline.data.splits import nested_subsets, round_half_up
 from pipeline.errors import ConfigError
 
@@ -31,7 +34,7 @@ def labelled_subset(data: PreparedDataset, fraction: float, seed: int, *, key: s
         allowed = f"at least {0.5 / smallest:.4g}, so that every class keeps an image (class {empty[0]!r} would keep none)"
         raise ConfigError(key, fraction, allowed)
     rows = torch.from_numpy(nested_subsets(labels, [fraction], seed)[float(fraction)])
-    return Split(data.train.images[rows], data.train.labels[rows])
+    return Split(rows_of(data.train.images, rows), data.train.labels[rows])  # a file store's rows stay a file list
 
 
 def budgeted(config, *, num_items: int, steps: int, min_epochs: int, world_size: int = 1):
@@ -41,6 +44,12 @@ def budgeted(config, *, num_items: int, steps: int, min_epochs: int, world_size:
     return replace(config, batch_size=batch_size, epochs=max(min_epochs, math.ceil(steps / per_epoch)))
 
 
-def images_seen(config, *, num_items: int, views: int = 1) -> int:
-    """Training compute as images x views x epochs (what a report states beside accuracy)."""
-    return num_items * views * config.epochs
+def spent(history: list[dict[str, float]], *, batch_size: int, world_size: int, views: int = 1) -> dict[str, int]:
+    """What a run's optimizer did, from its history (what a report states beside accuracy): steps
+    per process, processes, epochs, batch per process, and images seen = steps x batch x processes
+    x views (every process takes its own batch at each step)."""
+    steps = int(history[-1]["train/steps"])  # cumulative, resumed epochs included (pipeline/engine.py)
+    return {
+        "steps": steps, "processes": world_size, "epochs": int(history[-1]["epoch"]), "batch_size": batch_size,
+        "images_seen": steps * batch_size * world_size * views,
+    }  # fmt: skip

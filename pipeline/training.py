@@ -63,7 +63,7 @@ def train(
     )  # fmt: skip
     placed = run.wrap(parts.model) if run.wrap is not None else place_model(parts.model, device)
     optimizer, scheduler = recipe.optimizer_and_schedule(
-        parts.model, config.optimizer, num_items=len(train_split.labels), batch_size=config.batch_size, epochs=config.epochs
+        parts.model, config.optimizer, num_items=len(train_split.labels), batch_size=config.batch_size, epochs=config.epochs, section=section
     )
     loop = Loop(
         name=parts.name,
@@ -75,6 +75,7 @@ def train(
         epochs=config.epochs,
         spec=parts.spec,
         evaluate=parts.evaluate,
+        on_save=parts.on_save,
     )
     history = fit(loop, run)
     predictor = parts.predictor() if parts.predictor is not None else parts.model.eval()

@@ -14,73 +14,78 @@ import argparse
 import sys
 from dataclasses import replace
 
-from pipeline import dist, provenance
+from pipeline import dist, provenance, recipe
 from pipeline.config import Params
+from pipeline.data import PreparedDataset
 from pipeline.errors import ConfigError
-from pipeline.reduced import budgeted, images_seen, labelled_subset
-from stages import common, paths
+from pipeline.reduced import budgeted, labelled_subset, spent
+from stages import common
 from stages.cli import run_stage
 
 STAGE = "reduced_data"
+BUDGET_KEYS = "reduced.steps and reduced.min_epochs"
+"""Where a cell's epochs come from (the budget rule), for errors that name them."""
 
 
-def run_cell(params: Params, cell: common.Cell) -> None:
-    _check(params, cell)
+def run_cell(params: Params, requested: common.Cell) -> None:
+    cell = _listed(params, requested)
+    # The process group first: the budget is per process, so it needs the real world size.
+    common.runtime(params)
+    data = common.load_data(params)
+    num_items = len(labelled_subset(data, cell.fraction, params.run.seed).labels)
     if cell.method == "ce":
-        _cross_entropy(params, cell)
+        _cross_entropy(params, cell, data, num_items)
     else:
-        _supcon_and_probe(params, cell)
+        _supcon_and_probe(params, cell, data, num_items)
 
 
-def _check(params: Params, cell: common.Cell) -> None:
-    """The cell's values must be in params (dvc.yaml's matrix renders them from there)."""
+def _listed(params: Params, cell: common.Cell) -> common.Cell:
+    """The cell as params.yaml lists it (dvc.yaml's matrix renders its values from there, and
+    names its outputs with them): --fraction 1.0 for a listed 1 is the cell named with 1."""
     for key, value, allowed in (("reduced.fractions", cell.fraction, params.reduced.fractions), ("reduced.methods", cell.method, params.reduced.methods), ("run.seeds", cell.seed, params.run.seeds)):
         if value not in allowed:
             raise ConfigError(key, value, f"one of {list(allowed)} (the values params.yaml lists)")
+    return replace(cell, fraction=next(f for f in params.reduced.fractions if f == cell.fraction))
 
 
-def _budget(params: Params, section, num_items: int):
+def _budget(params: Params, section: str, num_items: int, *, at_least: int = 0, epochs_from: str = BUDGET_KEYS):
+    """Section `section` under the budget rule on this world size (at least `at_least` epochs);
+    a warm-up longer than the budgeted epochs is one line naming where they come from."""
     # Not reduced.fractions or run.seeds in the key: adding a fraction must not retrain other cells.
-    return budgeted(section, num_items=num_items, steps=params.reduced.steps, min_epochs=params.reduced.min_epochs, world_size=dist.world_size())
+    config = budgeted(getattr(params, section), num_items=num_items, steps=params.reduced.steps, min_epochs=params.reduced.min_epochs, world_size=dist.world_size())
+    config = replace(config, epochs=max(config.epochs, at_least))
+    recipe.check_warmup(config.optimizer, epochs=config.epochs, section=section, epochs_from=f"the cell's budget: {epochs_from}")
+    return config
 
 
-def _subset_size(params: Params, cell: common.Cell) -> int:
-    """How many labelled images the cell trains on (the budget rule needs it before the run starts)."""
-    return len(labelled_subset(common.load_data(params), cell.fraction, params.run.seed).labels)
-
-
-def _cross_entropy(params: Params, cell: common.Cell) -> None:
-    config = _budget(params, params.ce, _subset_size(params, cell))
+def _cross_entropy(params: Params, cell: common.Cell, data: PreparedDataset, num_items: int) -> None:
+    config = _budget(params, "ce", num_items)
     budget = {"budget": {"epochs": config.epochs, "batch_size": config.batch_size}}
-    with common.training_stage(params, stage=STAGE, trains="ce", method="ce", model_dir="ce", sections=("data", "model", "ce"), epochs=config.epochs, seed=cell.seed, cell=cell, key=budget) as job:
+    with common.training_stage(params, stage=STAGE, trains="ce", method="ce", model_dir="ce", sections=("data", "model", "ce"), epochs=config.epochs, seed=cell.seed, cell=cell, key=budget, data=data) as job:
         trained = job.train(config=config, model_config=params.model)
         if dist.is_main_process():
-            n = len(job.train_split.labels)
-            spent = {"steps": params.reduced.steps, "epochs": config.epochs, "batch_size": config.batch_size, "images_seen": images_seen(config, num_items=n)}
-            job.finish(_cell_fields(cell, spent) | job.selected_epoch(), trained.history, test=job.score_test(trained.predictor))
+            done = spent(trained.history, batch_size=config.batch_size, world_size=dist.world_size())
+            job.finish(_cell_fields(cell, done) | job.selected_epoch(), trained.history, test=job.score_test(trained.predictor))
 
 
-def _supcon_and_probe(params: Params, cell: common.Cell) -> None:
-    n = _subset_size(params, cell)
+def _supcon_and_probe(params: Params, cell: common.Cell, data: PreparedDataset, num_items: int) -> None:
     # No kNN monitor in cells: at 1% a cell runs many short epochs, and the monitor is not a result.
-    pretrain = replace(_budget(params, params.supcon, n), knn_every=0)
+    pretrain = replace(_budget(params, "supcon", num_items), knn_every=0)
     # The probe is evaluation, not a method being compared: at least linear.epochs, as in linear_eval
     # (on precomputed features it costs seconds), and at least the budget rule's steps.
-    probe = _budget(params, params.linear, n)
-    probe = replace(probe, epochs=max(probe.epochs, params.linear.epochs))
+    probe = _budget(params, "linear", num_items, at_least=params.linear.epochs, epochs_from=f"{BUDGET_KEYS}, at least linear.epochs")
     sections = ("data", "model", "supcon")
     key = {"budget": {"epochs": pretrain.epochs, "batch_size": pretrain.batch_size}}
-    with common.training_stage(params, stage=STAGE, trains="supcon", method=params.supcon.method, model_dir="supcon", sections=sections, epochs=pretrain.epochs, seed=cell.seed, cell=cell, key=key) as job:
-        encoder = job.train(config=pretrain, model_config=params.model).model.encoder
+    with common.training_stage(params, stage=STAGE, trains="supcon", method=params.supcon.method, model_dir="supcon", sections=sections, epochs=pretrain.epochs, seed=cell.seed, cell=cell, key=key, data=data) as job:
+        pretrained = job.train(config=pretrain, model_config=params.model)
         encoder_digest = provenance.file_digest(job.context.checkpoint_path) if job.context.checkpoint_path.exists() else ""
         probe_job = job.then("linear", model_dir="linear", sections=("data", "linear"), epochs=probe.epochs, inputs={"encoder": encoder_digest}, key={"budget": {"epochs": probe.epochs}})
-        trained = probe_job.train(config=probe, encoder=encoder)
+        trained = probe_job.train(config=probe, encoder=pretrained.model.encoder)
         if dist.is_main_process():
-            spent = {
-                "steps": params.reduced.steps, "epochs": pretrain.epochs, "batch_size": pretrain.batch_size, "probe_epochs": probe.epochs,
-                "images_seen": images_seen(pretrain, num_items=n, views=params.supcon.views),
-            }  # fmt: skip
-            metrics = _cell_fields(cell, spent) | {"method": params.supcon.method} | probe_job.selected_epoch()
+            done = spent(pretrained.history, batch_size=pretrain.batch_size, world_size=dist.world_size(), views=params.supcon.views)
+            probe_done = spent(trained.history, batch_size=probe.batch_size, world_size=dist.world_size())
+            done |= {"probe_steps": probe_done["steps"], "probe_epochs": probe_done["epochs"], "probe_batch_size": probe.batch_size}
+            metrics = _cell_fields(cell, done) | {"method": params.supcon.method} | probe_job.selected_epoch()
             probe_job.finish(metrics, trained.history, test=probe_job.score_test(trained.predictor))
             job.run.log_artifact(job.context.checkpoint_path, "checkpoint")
 
@@ -91,6 +96,7 @@ def _cell_fields(cell: common.Cell, budget: dict) -> dict:
 
 def _parse(argv: list[str]) -> common.Cell:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # A number, matched by value to params.yaml's list, whose spelling names the cell (_listed).
     parser.add_argument("--fraction", type=float, required=True)
     parser.add_argument("--method", choices=["supcon", "ce"], required=True)
     parser.add_argument("--seed", type=int, required=True)
