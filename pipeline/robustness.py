@@ -86,10 +86,9 @@ def _check_summary_inputs(errors, clean_error, baseline_errors, baseline_clean_e
     _check_fraction("baseline_clean_error", baseline_clean_error)
 
 
-def _percent_ratio(numerator: float, denominator: float, what: str) -> float:
-    if denominator == 0.0:
-        raise ValueError(f"{what} is zero, so the ratio is undefined")
-    return 100.0 * numerator / denominator
+def _percent_ratio(numerator: float, denominator: float) -> float | None:
+    """100 * numerator / denominator; None when the denominator is zero (the ratio is undefined)."""
+    return None if denominator == 0.0 else 100.0 * numerator / denominator
 
 
 def corruption_summary(
@@ -107,7 +106,13 @@ def corruption_summary(
         relative CE_c = 100 * sum_s (E_sc - E_clean) / sum_s (B_sc - B_clean)
     mCE and relative mCE are plain means over the corruptions given, so they compare with published
     numbers only when all 15 common corruptions are given.
-    Returns {"CE": {name: pct}, "relative_CE": {name: pct}, "mCE": pct, "relative_mCE": pct}.
+
+    A ratio whose baseline sum is zero is undefined (a perfect baseline; for relative CE, a
+    baseline whose error a corruption does not change, e.g. one that predicts a single class):
+    it is None, named in "undefined", and the mean over corruptions is left out rather than
+    taken over the others, which would make it incomparable. The scores stay reported.
+    Returns {"CE": {name: pct | None}, "relative_CE": {...}, "mCE": pct, "relative_mCE": pct,
+    and, when some are, "undefined": {"CE": [names], "relative_CE": [names]}; means only where defined.
     """
     _check_summary_inputs(errors, clean_error, baseline_errors, baseline_clean_error)
     clean_error, baseline_clean_error = float(clean_error), float(baseline_clean_error)
@@ -115,18 +120,15 @@ def corruption_summary(
     for name, per_severity in errors.items():
         model = [float(e) for e in per_severity]
         base = [float(b) for b in baseline_errors[name]]
-        ce[name] = _percent_ratio(sum(model), sum(base), f"sum of baseline_errors[{name!r}]")
-        relative_ce[name] = _percent_ratio(
-            sum(e - clean_error for e in model),
-            sum(b - baseline_clean_error for b in base),
-            f"sum of baseline_errors[{name!r}] - baseline_clean_error",
-        )
-    return {
-        "CE": ce,
-        "relative_CE": relative_ce,
-        "mCE": fmean(ce.values()),
-        "relative_mCE": fmean(relative_ce.values()),
-    }
+        ce[name] = _percent_ratio(sum(model), sum(base))
+        relative_ce[name] = _percent_ratio(sum(e - clean_error for e in model), sum(b - baseline_clean_error for b in base))
+    summary: dict = {"CE": ce, "relative_CE": relative_ce}
+    undefined = {key: [name for name, value in ratios.items() if value is None] for key, ratios in summary.items()}
+    for key, mean_key in (("CE", "mCE"), ("relative_CE", "relative_mCE")):
+        if not undefined[key]:
+            summary[mean_key] = fmean(summary[key].values())
+    named = {key: names for key, names in undefined.items() if names}
+    return {**summary, **({"undefined": named} if named else {})}
 
 
 def cell_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:

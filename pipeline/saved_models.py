@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline import checkpoint
+from pipeline import checkpoint, provenance
 from pipeline.augment import eval_transform
 from pipeline.data import PreparedDataset
 from pipeline.device import place_model
@@ -20,6 +20,26 @@ def _finished(path: Path, kind: str) -> dict:
     if state is None or state["spec"].get("kind") != kind:
         raise UserError(f"{path}: no {kind} checkpoint there; run the stage that trains it first")
     return state
+
+
+def finished_checkpoint(path: Path, kind: str, *, epochs: int, rerun: str) -> dict:
+    """The `kind` checkpoint at `path`, if its run trained all `epochs` epochs (<kind>.epochs);
+    otherwise one line naming the file and `rerun`, the command that writes it again."""
+    state = checkpoint.load(path)
+    if state is None or state["spec"].get("kind") != kind:
+        raise UserError(f"{path}: no {kind} checkpoint there; run {rerun} first")
+    if state["epoch"] != epochs:
+        raise UserError(f"{path}: at epoch {state['epoch']}, but {kind}.epochs = {epochs} (an unfinished or stale run); rerun {rerun}")
+    return state
+
+
+def check_probe_encoder(probe: dict, probe_path: Path, encoder_path: Path, rerun: str) -> None:
+    """The probe's run was keyed on the digest of the encoder checkpoint it was fitted on
+    (linear_eval's inputs["encoder"]): another digest means the encoder was trained again since,
+    and the probe's weights read features it never saw."""
+    fitted_on = (probe.get("config") or {}).get("inputs", {}).get("encoder")
+    if fitted_on != provenance.file_digest(encoder_path):
+        raise UserError(f"{probe_path}: the linear probe was fitted on another encoder than {encoder_path}; rerun {rerun}")
 
 
 def _rebuild(state: dict, build) -> nn.Module:

@@ -12,9 +12,8 @@ import numpy as np
 import torch
 
 from pipeline.config import Params, RobustnessConfig
-from pipeline.corruption.generate import generate
 from pipeline.corruption.released import released_reader
-from pipeline.corruption.store import write_generated, write_released
+from pipeline.corruption.store import reader_options, write_generated, write_released
 from pipeline.data import PreparedDataset, load_prepared
 from pipeline.data.image_files import rows_of
 from pipeline.data.splits import stratified_split
@@ -42,16 +41,17 @@ def corrupt(params: Params) -> None:
 
 
 def _point_at_release(config: RobustnessConfig, data: PreparedDataset, target: Path) -> None:
-    """Check the release can be read (every file, layout and shape), then store a pointer to it."""
-    class_to_index = {name: i for i, name in enumerate(data.class_names)}
-    extra = {"class_to_index": class_to_index} if config.released == "imagenet-c" else {}
-    reader = released_reader(config.released, config.released_root, config.corruptions, config.severities, **extra)
-    write_released(target, kind=config.released, root=str(config.released_root), corruptions=config.corruptions, severities=config.severities)
+    """Check the release can be read (every file, layout and shape, labels of the models' classes),
+    then store what it is, not where: robustness reads it from robustness.released_root."""
+    reader = released_reader(config.released, config.released_root, config.corruptions, config.severities, **reader_options(config.released, data))
+    write_released(
+        target, kind=config.released, corruptions=config.corruptions, severities=config.severities, num_images=reader.num_images, content=reader.content()
+    )
     print(f"{STAGE}: {config.released} at {config.released_root}: {len(reader.cells())} cells of {reader.num_images} images, read in place")
 
 
 def _generate(params: Params, data: PreparedDataset, target: Path) -> None:
-    """Corrupt (a stratified subset of) the prepared test split and write the store at once."""
+    """Corrupt (a stratified subset of) the prepared test split and write the store at once, streamed."""
     config, dataset = params.robustness, params.data.dataset
     if data.image_size > GENERATION_MAX_SIZE:
         raise UserError(
@@ -64,8 +64,9 @@ def _generate(params: Params, data: PreparedDataset, target: Path) -> None:
     images, labels = (picked if isinstance(picked, torch.Tensor) else picked[:]).numpy(), data.test.labels.numpy()[indices]
     workers = params.run.threads or len(os.sched_getaffinity(0))
     print(f"{STAGE}: {len(config.corruptions)} corruptions x {len(config.severities)} severities of {len(labels)} test images, {workers} processes")
-    corrupted = generate(images, config.corruptions, config.severities, seed=params.run.seed, workers=workers)
-    write_generated(target, indices=indices, clean=images, labels=labels, corrupted=corrupted, severities=config.severities, seed=params.run.seed)
+    write_generated(
+        target, indices=indices, clean=images, labels=labels, corruptions=config.corruptions, severities=config.severities, seed=params.run.seed, workers=workers
+    )
     print(f"{STAGE}: wrote {target}")
 
 

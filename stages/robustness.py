@@ -13,11 +13,10 @@ import csv
 import io
 
 from pipeline import atomic, checkpoint, environment, figures, robustness
-from pipeline.config import Params
+from pipeline.config import COMMON_CORRUPTIONS, Params
 from pipeline.corruption.score import score_corrupted
 from pipeline.corruption.store import CorruptedSet, open_corrupted
-from pipeline.errors import UserError
-from pipeline.saved_models import load_ce_classifier, load_probe_classifier
+from pipeline.saved_models import check_probe_encoder, finished_checkpoint, load_ce_classifier, load_probe_classifier
 from stages import common, paths
 from stages.cli import run_seeded_stage
 
@@ -26,21 +25,36 @@ ALEXNET = "AlexNet's ImageNet-C errors (Hendrycks & Dietterich, ICLR 2019)"
 OWN_CE = "this pipeline's CE model (train_ce): its CE and relative CE are 100 by construction"
 
 
+# The stage that writes each scored checkpoint, as `dvc repro` names it.
+TRAINED_BY = {"supcon": "pretrain_supcon", "linear": "linear_eval", "ce": "train_ce"}
+
+
 def score(params: Params, seed: int) -> None:
+    states = _finished_models(params, seed)  # before anything is read or written
     device = common.runtime(params)
     data = common.load_data(params)
-    corrupted = open_corrupted(paths.corrupted(params.data.dataset), data)
-    checkpoints = {name: paths.model_dir(name, seed) / checkpoint.LAST for name in ("supcon", "linear", "ce")}
+    corrupted = open_corrupted(paths.corrupted(params.data.dataset), data, params.robustness.released_root)
     classifiers = {
-        "supcon": load_probe_classifier(checkpoints["supcon"], paths.model_dir("linear", seed), data, device),
+        "supcon": load_probe_classifier(paths.model_dir("supcon", seed) / checkpoint.LAST, paths.model_dir("linear", seed), data, device),
         "ce": load_ce_classifier(paths.model_dir("ce", seed), data, device),
     }
-    scored_runs = {f"{name}_run_id": checkpoint.load(path).get("mlflow_run_id") or "" for name, path in checkpoints.items()}
+    scored_runs = {f"{name}_run_id": state.get("mlflow_run_id") or "" for name, state in states.items()}
     env = environment.run_environment(device)
     with common.tracked_run(params, env, stage=STAGE, method=f"{params.supcon.method}-vs-ce", seed=seed, resume=None, extra_tags=scored_runs) as run:
         scores = {name: score_corrupted(model, corrupted, device=device, batch_size=params.robustness.batch_size, name=name) for name, model in classifiers.items()}
         metrics = {"mlflow_run_id": run.run_id, **_report(scores, corrupted), "scored_runs": scored_runs, "environment": {**env, "machine": environment.machine_key(env)}}
         _write(run, metrics, params.supcon.method, seed)
+
+
+def _finished_models(params: Params, seed: int) -> dict[str, dict]:
+    """The last.pt of SupCon, its probe and CE for `seed`, each after all its epochs, the probe
+    fitted on this very encoder; otherwise one line naming the file and the stage to rerun."""
+    epochs = {"supcon": params.supcon.epochs, "linear": params.linear.epochs, "ce": params.ce.epochs}
+    path = {name: paths.model_dir(name, seed) / checkpoint.LAST for name in TRAINED_BY}
+    rerun = {name: f"`dvc repro {stage}@{seed}`" for name, stage in TRAINED_BY.items()}
+    states = {name: finished_checkpoint(path[name], name, epochs=epochs[name], rerun=rerun[name]) for name in TRAINED_BY}
+    check_probe_encoder(states["linear"], path["linear"], path["supcon"], rerun["linear"])
+    return states
 
 
 def _report(scores: dict, corrupted: CorruptedSet) -> dict:
@@ -50,15 +64,9 @@ def _report(scores: dict, corrupted: CorruptedSet) -> dict:
         baseline, described = (robustness.alexnet_baseline(known), robustness.ALEXNET_CLEAN_ERROR), ALEXNET
     else:
         baseline, described = robustness.errors_of(robustness.model_report(scores["ce"], levels, None)), OWN_CE
-    try:
-        ce = robustness.model_report(scores["ce"], levels, baseline)
-        supcon = robustness.model_report(scores["supcon"], levels, baseline)
-    except ValueError as err:  # a baseline no corruption changes: CE ratios are undefined
-        raise UserError(
-            f"robustness: {err} ({described}); the baseline's errors are unchanged by a corruption, which a trained "
-            "model on enough images (robustness.max_images) does not show"
-        ) from None
-    note = {} if tuple(levels) == robustness.SEVERITIES else {"mCE_note": "CE and mCE need all five severities; only some were scored"}
+    ce = robustness.model_report(scores["ce"], levels, baseline)
+    supcon = robustness.model_report(scores["supcon"], levels, baseline)
+    note = _mce_note(corrupted, "mCE" in supcon) | _undefined_note(supcon, described)
     corrupted_top1 = {f"{name}/corrupted_top1": _mean([row["top1"] for level, row in report["by_severity"].items() if level != 0]) for name, report in (("supcon", supcon), ("ce", ce))}
     return {
         **corrupted_top1,
@@ -66,6 +74,29 @@ def _report(scores: dict, corrupted: CorruptedSet) -> dict:
         "images_per_cell": corrupted.num_images, "baseline": described, **note,
         "supcon": supcon, "ce": ce, "scored_images_per_s": {name: s["images_per_s"] for name, s in scores.items()},
     }  # fmt: skip
+
+
+def _mce_note(corrupted: CorruptedSet, computed: bool) -> dict:
+    """Why the mCE is missing or not comparable with published ones: it needs all five severities,
+    and published mCEs average the 15 common corruptions (mCE_missing_corruptions names the absent)."""
+    if tuple(corrupted.severities) != robustness.SEVERITIES:
+        return {"mCE_note": "CE and mCE need all five severities; only some were scored"}
+    missing = [name for name in COMMON_CORRUPTIONS if name not in corrupted.corruptions]
+    if not computed or not missing:
+        return {}
+    averaged = len(COMMON_CORRUPTIONS) - len(missing)
+    note = f"mCE averages {averaged} of the {len(COMMON_CORRUPTIONS)} common corruptions (missing: {', '.join(missing)}): not comparable with published mCEs"
+    return {"mCE_note": note, "mCE_missing_corruptions": missing}
+
+
+def _undefined_note(report: dict, described: str) -> dict:
+    """Say which CE ratios are undefined (the baseline's errors do not move, or are zero) and so
+    which means are missing; the scores themselves are kept and reported."""
+    undefined = report.get("undefined") or {}
+    if not undefined:
+        return {}
+    named = "; ".join(f"{key} of {', '.join(names)}" for key, names in undefined.items())
+    return {"undefined_note": f"undefined against the baseline ({described}): {named}; its mean is not reported"}
 
 
 def _write(run, metrics: dict, method: str, seed: int) -> None:
@@ -83,7 +114,9 @@ def _write(run, metrics: dict, method: str, seed: int) -> None:
         run.log_figure(figure, f"robustness/{name}.png")
         figures.close(figure)
     shown = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if "severity" not in k)
-    print(f"{STAGE} (seed {seed}): {metrics['source']} ({metrics['images_per_cell']} images per cell), baseline {metrics['baseline']}: {shown}")
+    note = f"; {metrics['mCE_note']}" if "mCE_missing_corruptions" in metrics else ""
+    note += f"; {metrics['undefined_note']}" if "undefined_note" in metrics else ""
+    print(f"{STAGE} (seed {seed}): {metrics['source']} ({metrics['images_per_cell']} images per cell), baseline {metrics['baseline']}: {shown}{note}")
 
 
 def _severity_csv(metrics: dict) -> str:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import COMMON_CORRUPTIONS, EXTRA_CORRUPTIONS
-from pipeline.corruption.generate import corrupt_image, generate, task_seed
+from pipeline.corruption.generate import CHUNK, corrupt_image, corrupted_chunks, task_seed
 
 
 def _images(n: int, channels: int, size: int, seed: int = 0) -> np.ndarray:
@@ -32,16 +32,26 @@ def test_severity_orders_the_strength_of_a_corruption():
     assert contrast == sorted(contrast, reverse=True), contrast
 
 
-def test_generation_is_identical_with_one_or_two_processes_and_for_every_corruption():
-    images = _images(3, 1, 28)
+def generate(source, names, severities, *, seed: int, workers: int) -> dict[str, np.ndarray]:
+    """Every chunk of corrupted_chunks put in place: {corruption: uint8 [len(severities), N, C, H, W]}."""
+    count = len(np.load(source))
+    out = {}
+    for name, level, start, chunk in corrupted_chunks(source, names, severities, seed=seed, workers=workers):
+        out.setdefault(name, {})[level, start] = chunk
+    return {name: np.stack([np.concatenate([out[name][level, s] for s in range(0, count, CHUNK)]) for level in severities]) for name in out}
+
+
+def test_generation_is_identical_with_one_or_two_processes_and_for_every_corruption(tmp_path):
+    source = tmp_path / "clean.npy"
+    np.save(source, _images(3, 1, 28))
     names = COMMON_CORRUPTIONS + EXTRA_CORRUPTIONS
-    one = generate(images, names, [2, 5], seed=7, workers=1)
-    two = generate(images, names, [2, 5], seed=7, workers=2)
-    assert list(one) == list(names)
+    one = generate(source, names, [2, 5], seed=7, workers=1)
+    two = generate(source, names, [2, 5], seed=7, workers=2)
+    assert sorted(one) == sorted(names)
     for name in names:
         assert one[name].shape == (2, 3, 1, 28, 28)
         assert np.array_equal(one[name], two[name]), name
-    other_seed = generate(images, ["gaussian_noise", "impulse_noise", "glass_blur"], [2], seed=8, workers=1)
+    other_seed = generate(source, ["gaussian_noise", "impulse_noise", "glass_blur"], [2], seed=8, workers=1)
     for name in other_seed:
         assert not np.array_equal(other_seed[name][0], one[name][0]), name
 

@@ -4,6 +4,7 @@ Pixels encode (corruption, severity, row), so each test can tell exactly which r
 """
 
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -321,3 +322,31 @@ def test_factory_kinds(tmp_path):
     assert released.RELEASED_KINDS == ("cifar10-c", "cifar100-c", "imagenet-c")
     message = _one_line_error("unknown", released_reader, "cifar10c", tmp_path / "c", ["fog"], [1])
     assert "'cifar10c'" in message and "cifar10-c, cifar100-c, imagenet-c" in message
+
+
+# ---- content: what a store records of a release, wherever it lives ----
+
+
+def test_content_is_the_same_for_copies_in_other_folders_and_changes_with_the_files(tmp_path):
+    write_cifar_c(tmp_path / "a" / "c10c")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    here, there = (CifarC(tmp_path / where / "c10c", ["fog"], [1, 2], images_per_severity=N).content() for where in ("a", "b"))
+    assert here == there and str(tmp_path) not in str(here)
+    np.save(tmp_path / "b" / "c10c" / "labels.npy", np.tile(np.arange(N, dtype=np.uint8), 5))  # other labels, same size
+    assert CifarC(tmp_path / "b" / "c10c", ["fog"], [1, 2], images_per_severity=N).content() != here
+
+    write_imagenet_c(tmp_path / "a" / "inc")
+    shutil.copytree(tmp_path / "a" / "inc", tmp_path / "b" / "inc")
+    here, there = (ImageNetC(tmp_path / where / "inc", ["fog"], [1, 3], CLASS_TO_INDEX).content() for where in ("a", "b"))
+    assert here == there and here["images_per_cell"] == 4
+    moved = tmp_path / "b" / "inc" / "fog" / "3" / WNIDS[0]
+    first = sorted(moved.glob("ILSVRC2012_val_*.JPEG"))[0]
+    first.rename(moved / "ILSVRC2012_val_renamed.JPEG")
+    assert ImageNetC(tmp_path / "b" / "inc", ["fog"], [1, 3], CLASS_TO_INDEX).content() != here
+
+
+def test_cifar_c_labels_outside_the_models_classes_are_one_line(tmp_path):
+    write_cifar_c(tmp_path / "c100c", labels=np.tile(np.array([3, 99, 50, 7], dtype=np.uint8), 5))
+    message = _one_line_error(r"labels range over \[3, 99\], but the models scored have 10 classes", released_reader, "cifar100-c", tmp_path / "c100c", ["fog"], [1], images_per_severity=N, model_classes=10)
+    assert "CIFAR-100-C corrupts another dataset than data.dataset" in message
+    assert released_reader("cifar100-c", tmp_path / "c100c", ["fog"], [1], images_per_severity=N, model_classes=100).num_images == N

@@ -1,6 +1,7 @@
 """Corruption-robustness metrics against plain float64 references and hand-computed examples."""
 
 import math
+from statistics import fmean
 import re
 
 import numpy as np
@@ -124,13 +125,22 @@ def with_change(key: str, name: str | None, value) -> dict:
         (with_change("errors", "fog", [0.4, 0.4, 0.4, 0.4, math.nan]), "errors['fog'] severity 5 = nan"),
         (with_change("clean_error", None, 1.5), "clean_error = 1.5 is outside [0, 1]"),
         (with_change("baseline_clean_error", None, -0.2), "baseline_clean_error = -0.2"),
-        (with_change("baseline_errors", "snow", [0.0] * 5), "sum of baseline_errors['snow'] is zero"),
-        (with_change("baseline_errors", "fog", [0.4] * 5), "baseline_errors['fog'] - baseline_clean_error is zero"),
     ],
 )
 def test_summary_rejects_bad_input(inputs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         corruption_summary(**inputs)
+
+
+def test_an_undefined_ratio_is_none_named_and_leaves_its_mean_out():
+    """A baseline a corruption does not change (relative CE) or a perfect one (CE): no mean is
+    taken over the other corruptions, which would not compare with any published one."""
+    unchanged = corruption_summary(**with_change("baseline_errors", "fog", [0.4] * 5))  # baseline clean error 0.4
+    assert unchanged["relative_CE"]["fog"] is None and unchanged["undefined"] == {"relative_CE": ["fog"]}
+    assert "relative_mCE" not in unchanged and unchanged["mCE"] == pytest.approx(fmean(unchanged["CE"].values()))
+    perfect = corruption_summary(**with_change("baseline_errors", "snow", [0.0] * 5))
+    assert perfect["CE"]["snow"] is None and "mCE" not in perfect and perfect["undefined"]["CE"] == ["snow"]
+    assert "undefined" not in corruption_summary(**valid_inputs())
 
 
 def test_alexnet_table_has_exactly_the_common_corruptions():

@@ -11,11 +11,16 @@ Two do not: impulse_noise (scikit-image's own generator) and glass_blur (numba's
 separate from numpy's) draw a fresh OS seed unless given one, so they get a per-image seed drawn
 from the seeded global state. The result is the same whatever the number of worker processes
 and the order tasks finish in.
+
+Memory: workers read the clean images by memory map and hand back a few chunks at a time
+(corrupted_chunks), which the store writes into its files as they come (store.write_generated).
 """
 
 import multiprocessing
+import queue
 import zlib
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -59,35 +64,70 @@ def corrupt_chunk(images: np.ndarray, corruption: str, severity: int, seed: int,
     return np.stack([corrupt_image(image, corruption, severity) for image in chunk])
 
 
-def generate(
-    images: np.ndarray, corruptions: Sequence[str], severities: Sequence[int], *, seed: int, workers: int
-) -> dict[str, np.ndarray]:
-    """images uint8 [N, C, H, W] -> {corruption: uint8 [len(severities), N, C, H, W]}."""
-    out = {name: np.empty((len(severities), *images.shape), dtype=np.uint8) for name in corruptions}
-    tasks = [(name, level, start) for name in corruptions for level in severities for start in range(0, len(images), CHUNK)]
-    with tqdm(total=len(tasks) * CHUNK, desc="corrupting", unit="img", disable=None) as bar:
-        for (name, level, start), chunk in _run(tasks, images, seed, workers, warm="glass_blur" in corruptions):
-            out[name][list(severities).index(level), start : start + len(chunk)] = chunk
+def corrupted_chunks(
+    source: Path, corruptions: Sequence[str], severities: Sequence[int], *, seed: int, workers: int
+) -> Iterator[tuple[str, int, int, np.ndarray]]:
+    """Every task's result as it finishes: (corruption, severity, start, uint8 [n, C, H, W]), the
+    rows start : start + n of the images in `source` (a .npy of uint8 [N, C, H, W]) corrupted.
+
+    Each process reads `source` by memory map, so the images are not copied into every worker,
+    and at most IN_FLIGHT_PER_WORKER * workers results are held at once: memory grows with
+    workers x CHUNK images, not with the number of images, corruptions or severities.
+    """
+    count = len(np.load(source, mmap_mode="r"))
+    tasks = [(name, level, start) for name in corruptions for level in severities for start in range(0, count, CHUNK)]
+    with tqdm(total=len(corruptions) * len(severities) * count, desc="corrupting", unit="img", disable=None) as bar:
+        for (name, level, start), chunk in _run(tasks, str(source), seed, workers, warm="glass_blur" in corruptions):
             bar.update(len(chunk))
-    return out
+            yield name, level, start, chunk
 
 
-def _run(tasks: list, images: np.ndarray, seed: int, workers: int, warm: bool) -> Iterator[tuple[tuple, np.ndarray]]:
+IN_FLIGHT_PER_WORKER = 2
+"""Tasks handed to each worker ahead of the consumer: enough to keep it busy while results are written."""
+
+
+def _run(tasks: list, source: str, seed: int, workers: int, warm: bool) -> Iterator[tuple[tuple, np.ndarray]]:
     if workers <= 1:
-        _init_worker(images, seed, warm)
-        yield from map(_do_task, tasks)
+        _init_worker(source, seed, warm)
+        try:
+            yield from map(_do_task, tasks)  # lazy: one chunk at a time
+        finally:
+            _WORKER.clear()  # drop the memory map of `source`
         return
     # spawn, not fork: the parent may hold torch/OpenMP threads, which fork does not carry safely.
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_init_worker, initargs=(images, seed, warm)) as pool:
-        yield from pool.imap_unordered(_do_task, tasks)
+    with context.Pool(workers, initializer=_init_worker, initargs=(source, seed, warm)) as pool:
+        yield from _bounded_unordered(pool, tasks, IN_FLIGHT_PER_WORKER * workers)
+
+
+def _bounded_unordered(pool, tasks: list, window: int) -> Iterator[tuple[tuple, np.ndarray]]:
+    """pool.imap_unordered(_do_task, tasks) with at most `window` tasks submitted and not yet
+    consumed: imap_unordered submits every task at once and queues results without bound when
+    the consumer is slower (results of a 50k-image set would pile up in the parent)."""
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+    pending = iter(tasks)
+
+    def submit() -> int:
+        task = next(pending, None)
+        if task is None:
+            return 0
+        pool.apply_async(_do_task, (task,), callback=finished.put, error_callback=finished.put)
+        return 1
+
+    in_flight = sum(submit() for _ in range(window))
+    while in_flight:
+        result = finished.get()
+        if isinstance(result, BaseException):
+            raise result
+        in_flight += submit() - 1  # hand the freed worker its next task before this result is written
+        yield result
 
 
 _WORKER: dict = {}
 
 
-def _init_worker(images: np.ndarray, seed: int, warm: bool) -> None:
-    _WORKER.update(images=images, seed=seed)
+def _init_worker(source: str, seed: int, warm: bool) -> None:
+    _WORKER.update(images=np.load(source, mmap_mode="r"), seed=seed)
     if warm:  # numba compiles glass_blur's pixel loop on first use (seconds): once per process
         corrupt_image(np.zeros((3, MIN_SIZE, MIN_SIZE), dtype=np.uint8), "glass_blur", 1)
 

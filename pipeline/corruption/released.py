@@ -8,6 +8,7 @@ download fails with one line before any model runs.
 """
 
 import functools
+import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
@@ -32,6 +33,10 @@ class ReleasedReader(Protocol):
     num_images: int
 
     def cells(self) -> list[tuple[str, int]]: ...
+
+    def content(self) -> dict:
+        """A summary of the files read, independent of the folder they are in (a store records it)."""
+        ...
 
     def batches(self, corruption: str, severity: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
@@ -88,7 +93,8 @@ class CifarC(_Cells):
 
     Each <corruption>.npy is uint8 [5 * n, 32, 32, 3] (channels last) with severity s in rows
     (s - 1) * n : s * n, n = images_per_severity (10,000 as released; tests use fewer);
-    labels.npy [5 * n] repeats the test labels once per severity.
+    labels.npy [5 * n] repeats the test labels once per severity. `model_classes`: the classes of
+    the models it will score; labels outside them mean the release is of another dataset.
     """
 
     def __init__(
@@ -99,6 +105,7 @@ class CifarC(_Cells):
         images_per_severity: int = CIFAR_C_IMAGES_PER_SEVERITY,
         name: str = "CIFAR-10-C",
         num_classes: int | None = None,
+        model_classes: int | None = None,
     ) -> None:
         self.root, self.name = Path(root), name
         self.corruptions, self.severities = _check_request(corruptions, severities)
@@ -106,7 +113,7 @@ class CifarC(_Cells):
         if not self.root.is_dir():
             raise UserError(f"{self.root}: no such folder; expected {name} as released: <corruption>.npy and labels.npy")
         rows = len(SEVERITIES) * images_per_severity
-        self._check_labels(_open_npy(self.root / "labels.npy", name), rows, num_classes)
+        self._check_labels(_open_npy(self.root / "labels.npy", name), rows, num_classes, model_classes)
         for corruption in self.corruptions:
             path = self._path(corruption)
             if not path.is_file():
@@ -121,7 +128,7 @@ class CifarC(_Cells):
     def _available(self) -> list[str]:
         return sorted(p.stem for p in self.root.glob("*.npy") if p.stem != "labels") or ["none"]
 
-    def _check_labels(self, labels: np.ndarray, rows: int, num_classes: int | None) -> None:
+    def _check_labels(self, labels: np.ndarray, rows: int, num_classes: int | None, model_classes: int | None) -> None:
         path = self.root / "labels.npy"
         if labels.shape != (rows,) or not np.issubdtype(labels.dtype, np.integer):
             raise UserError(
@@ -132,6 +139,18 @@ class CifarC(_Cells):
         if low < 0 or (num_classes is not None and high >= num_classes):
             allowed = f"[0, {num_classes})" if num_classes is not None else "non-negative"
             raise UserError(f"{path}: labels range over [{low}, {high}], expected {allowed} for {self.name}")
+        if model_classes is not None and high >= model_classes:
+            raise UserError(
+                f"{path}: labels range over [{low}, {high}], but the models scored have {model_classes} classes; "
+                f"{self.name} corrupts another dataset than data.dataset"
+            )
+
+    def content(self) -> dict:
+        """Each file's name and size and labels.npy's sha256: enough to tell releases apart, cheap to
+        recompute (hashing every 150 MB corruption file would take longer than scoring it)."""
+        files = ["labels.npy", *(self._path(c).name for c in self.corruptions)]
+        labels = hashlib.sha256((self.root / "labels.npy").read_bytes()).hexdigest()
+        return {"bytes": {name: (self.root / name).stat().st_size for name in files}, "labels_sha256": labels}
 
     def batches(self, corruption: str, severity: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The cell's rows in file order: uint8 images [B, 3, 32, 32], int64 labels [B]."""
@@ -194,10 +213,19 @@ class ImageNetC(_Cells):
         self.class_to_index = dict(class_to_index)
         if not self.root.is_dir():
             raise UserError(f"{self.root}: no such folder; expected ImageNet-C as released: {_IMAGENET_C_LAYOUT}")
-        first, *rest = self.cells()
-        self.num_images = len(self._listing(*first)[0])
-        for cell in rest:
-            self._check_count(cell, len(self._listing(*cell)[0]))
+        listing = hashlib.sha256()
+        for i, cell in enumerate(self.cells()):
+            paths, labels = self._listing(*cell)
+            if i == 0:
+                self.num_images = len(paths)
+            self._check_count(cell, len(paths))
+            listing.update("".join(f"{p.relative_to(self.root).as_posix()}\0{label}\n" for p, label in zip(paths, labels)).encode())
+        self._listing_sha256 = listing.hexdigest()
+
+    def content(self) -> dict:
+        """The images per cell and a sha256 of every requested file's path below root and label
+        (the listing the constructor made; decoding 3.75M JPEGs to hash them would take hours)."""
+        return {"images_per_cell": self.num_images, "listing_sha256": self._listing_sha256}
 
     def _folder(self, corruption: str, severity: int) -> Path:
         return self.root / corruption / str(severity)
@@ -257,7 +285,7 @@ def released_reader(
     kind: str, root: str | Path, corruptions: Iterable[str], severities: Iterable[int], **kw
 ) -> ReleasedReader:
     """The reader for one released set; `kw` goes to it (class_to_index for imagenet-c,
-    images_per_severity for the CIFAR-C sets)."""
+    images_per_severity and model_classes for the CIFAR-C sets)."""
     if kind not in _READERS:
         raise UserError(f"corrupted test set {kind!r} is unknown; expected one of: {', '.join(RELEASED_KINDS)}")
     return _READERS[kind](root, corruptions, severities, **kw)

@@ -54,7 +54,8 @@ def claim_mce(inputs: Inputs) -> Claim:
     if not inputs.robustness:
         return Claim("mce", claim, paper, "—", NOT_ENOUGH, not_run("robustness"))
     if not all("mCE" in run["supcon"] and "mCE" in run["ce"] for run in inputs.robustness.values()):
-        return Claim("mce", claim, paper, "—", NOT_ENOUGH, "mCE not computed (it needs all five severities)")
+        why = next((run.get("undefined_note") or run.get("mCE_note") for run in inputs.robustness.values() if "mCE" not in run["supcon"] or "mCE" not in run["ce"]), None)
+        return Claim("mce", claim, paper, "—", NOT_ENOUGH, f"mCE not computed ({why or 'it needs all five severities'})")
     runs = inputs.robustness
     evidence = Evidence({s: r["supcon"]["mCE"] for s, r in runs.items()}, {s: r["ce"]["mCE"] for s, r in runs.items()}, higher_is_better=False)
     return Claim("mce", claim, paper, versus(evidence, inputs.method, 1, 1) + " (mCE %)", *evidence.verdict())
