@@ -77,6 +77,68 @@ def test_a_preset_is_previewed_before_its_data_exists_and_prepare_says_what_is_m
     assert not [path for path in (tmp_path / "data").rglob("*") if path.is_file()]  # nothing half-written
 
 
+def _comments(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip().startswith("#")]
+
+
+def _key_paths(text: str) -> list[str]:
+    return list(flatten(yaml.safe_load(text)))
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_applying_a_preset_keeps_the_comments_key_order_and_untouched_lines_of_params_yaml(preset, tmp_path, monkeypatch):
+    from pipeline.yaml_merge import merged
+    from stages.preset import main
+
+    before = (REPO / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(before)
+    monkeypatch.chdir(tmp_path)
+    main([str(REPO / "configs" / preset)])
+
+    after = (tmp_path / "params.yaml").read_text()
+    values = yaml.safe_load((REPO / "configs" / preset).read_text())
+    assert yaml.safe_load(after) == merged(yaml.safe_load(before), values)
+    assert _comments(after) == _comments(before)  # every comment, in its place among the others
+    new_keys = [key for key in _key_paths(after) if key not in _key_paths(before)]
+    assert [key for key in _key_paths(after) if key not in new_keys] == _key_paths(before)  # the old keys, in their order
+    changed = {key for key, value in flatten(values).items() if flatten(yaml.safe_load(before)).get(key, object()) != value}
+    removed = [line for line in before.splitlines() if line not in after.splitlines()]
+    assert len(removed) <= len(changed)  # only lines of values the preset changes are rewritten
+    assert "weight_decay: 1.0e-4" in after  # a value the preset repeats keeps its spelling (not 0.0001)
+    assert "zoom_blur,\n                snow," in after  # the hand-wrapped corruption list stays wrapped
+
+
+def test_the_usage_line_names_the_command_people_type(capsys):
+    from stages.preset import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    usage = " ".join(capsys.readouterr().out.split("\n\n")[0].split())  # argparse wraps it to the terminal
+    assert usage == "usage: python -m stages.preset [-h] [--print | --dvc-args | --estimate] [preset]"
+    with pytest.raises(SystemExit) as done:
+        main([])  # a preset is needed unless --estimate
+    assert done.value.code == 2 and "python -m stages.preset: error: the preset is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "changes", "expected"),
+    [
+        ("a: 1  # why a\nb: 2\n", {"a": 3}, "a: 3  # why a\nb: 2\n"),
+        ("root:\nx: 1\n", {"root": "data/raw"}, "root: data/raw\nx: 1\n"),  # an empty value
+        ("s:\n  k: [1,\n      2]\n  # about t\nt: 0\n", {"s": {"k": [3], "new": None}}, "s:\n  k: [3]\n  new: null\n  # about t\nt: 0\n"),
+        ("s: {p: none}\n", {"s": {"q": [0.2, 1.0]}}, "s: {p: none, q: [0.2, 1.0]}\n"),
+        ("s:\n  - 1\n  - 2\n# after\nt: 1\n", {"s": [5]}, "s: [5]\n# after\nt: 1\n"),  # a block list becomes a flow one
+        ("a: 1.0e-4\nb: 1\n", {"a": 0.0001, "b": 1.0, "c": {"d": True}}, "a: 1.0e-4\nb: 1.0\nc: {d: true}\n"),  # 1 and 1.0 differ in type
+        ("", {"a": {"b": 1}}, "a: {b: 1}\n"),
+    ],
+)
+def test_merging_into_yaml_text_rewrites_only_changed_values(text, changes, expected):
+    from pipeline.yaml_merge import merge_text
+
+    assert merge_text(text, changes) == expected
+
+
 def test_empty_mapping_gives_defaults():
     assert parse_params({}) == Params()
 
@@ -144,6 +206,8 @@ def test_wrong_types_are_rejected(raw, key, allowed):
         (params_with(sweep={"num_samples": 0}), "sweep.num_samples", ">= 1"),
         (params_with(run={"seeds": []}), "run.seeds", "non-empty"),
         (params_with(run={"seeds": [0, 0]}), "run.seeds", "without repeats"),
+        (params_with(run={"checkpoint_every_steps": 0}), "run.checkpoint_every_steps", ">= 1"),
+        (params_with(run={"checkpoint_every_minutes": 0}), "run.checkpoint_every_minutes", "> 0"),
     ],
 )
 def test_out_of_range_values_are_rejected(raw, key, allowed):
