@@ -18,6 +18,9 @@ COMMON_CORRUPTIONS = (
     "elastic_transform", "pixelate", "jpeg_compression",
 )  # fmt: skip
 EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+# The released corrupted test set of each dataset that has one (robustness.released): a release
+# corrupts that dataset's test split, so its labels are that dataset's classes.
+RELEASED_CORRUPTED = {"cifar10": "cifar10-c", "cifar100": "cifar100-c", "imagenet": "imagenet-c"}
 
 
 def _registered(kind: str) -> list[str]:
@@ -41,8 +44,11 @@ def _require_registered(kind: str, key: str, name: str) -> None:
 # Keys that cannot change a trained model: where the same data is read from, and how often the
 # kNN monitor runs. They are left out of a run's key (a change neither retrains nor invalidates a
 # checkpoint) and out of the training stages' params in dvc.yaml; run.threads and tracking.* are
-# never part of a key either. knn_k stays in: it changes the reported val/knn_top1.
-RESULT_NEUTRAL_KEYS = frozenset({"data.root", "data.download", "data.loader_workers", "supcon.knn_every"})
+# never part of a key either. knn_k stays in: it changes the reported val/knn_top1. How often a
+# checkpoint is written is neutral too: a resume from any checkpoint is bit-exact.
+RESULT_NEUTRAL_KEYS = frozenset(
+    {"data.root", "data.download", "data.loader_workers", "supcon.knn_every", "run.checkpoint_every_steps", "run.checkpoint_every_minutes"}
+)
 
 
 def _require_fraction(key: str, value: float) -> None:
@@ -64,11 +70,24 @@ class RunConfig:
     """Training seeds (initialisation, augmentation, batch order): the main comparison
     (pretrain_supcon, linear_eval, train_ce, robustness) and every reduced-data cell run once per
     seed, as DVC foreach/matrix stages; the report gives mean, std and n over them."""
+    checkpoint_every_steps: int = 1000
+    """Training writes its checkpoint (last.pt, and best.pt) after the first epoch that ends at
+    least this many optimizer steps, or `checkpoint_every_minutes`, after the previous checkpoint
+    (or the start), and after the last epoch. MLflow gets the epochs' metrics at the same points,
+    and the log an epoch line (and one after the first epoch). A run resumes from any checkpoint
+    bit-for-bit, so neither setting changes a model. In the default run SupCon and CE (6 epochs
+    of about 100 steps and 30 s) checkpoint after their last epoch only; a reduced-data cell of
+    one-step epochs writes every 1000 steps rather than every step."""
+    checkpoint_every_minutes: float = 15.0
+    """The time rule of `checkpoint_every_steps`: a checkpoint also ends the first epoch that
+    finishes this many minutes after the previous one (slow steps, e.g. ImageNet)."""
 
     def validate(self, at: str) -> None:
         require(self.threads >= 0, f"{at}.threads", self.threads, "an integer >= 0")
         require(len(self.seeds) >= 1, f"{at}.seeds", list(self.seeds), "a non-empty list of integers")
         require(len(set(self.seeds)) == len(self.seeds), f"{at}.seeds", list(self.seeds), "a list without repeats")
+        require(self.checkpoint_every_steps >= 1, f"{at}.checkpoint_every_steps", self.checkpoint_every_steps, "an integer >= 1")
+        require(self.checkpoint_every_minutes > 0, f"{at}.checkpoint_every_minutes", self.checkpoint_every_minutes, "a number > 0")
 
 
 @dataclass(frozen=True)
@@ -283,8 +302,9 @@ class RobustnessConfig:
 
 @dataclass(frozen=True)
 class ReducedConfig:
-    fractions: tuple[float, ...] = (0.01, 0.05, 0.1)
-    """Shares of the labelled train split for the reduced-data sweep (nested subsets)."""
+    fractions: tuple[int | float, ...] = (0.01, 0.05, 0.1)
+    """Shares of the labelled train split for the reduced-data sweep (nested subsets). A whole
+    number stays an int (1, not 1.0): dvc.yaml names a cell by the value as YAML typed it."""
     methods: tuple[Literal["supcon", "ce"], ...] = ("supcon", "ce")
     """Methods trained at each fraction (supcon: pretraining and its linear probe on the subset)."""
     steps: int = 300
@@ -348,6 +368,15 @@ class Params:
     reduced: ReducedConfig = field(default_factory=ReducedConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def validate(self, at: str) -> None:
+        # Checked here, before any stage runs: another dataset's release would be scored against
+        # these models' classes (100-class labels on a 10-class model) and still give numbers.
+        released, dataset = self.robustness.released, self.data.dataset
+        if released is not None:
+            own = RELEASED_CORRUPTED.get(dataset)
+            allowed = f"{own!r} (the release of data.dataset {dataset}) or null" if own else f"null (data.dataset {dataset} has no released corrupted set)"
+            require(released == own, "robustness.released", released, allowed)
 
 
 def parse_params(raw: Any) -> Params:

@@ -19,6 +19,7 @@ from pipeline.config import RESULT_NEUTRAL_KEYS, Params
 from pipeline.config_schema import as_dict
 from pipeline.data import PreparedDataset, Split, load_prepared
 from pipeline.device import place_model, resolve_device
+from pipeline.errors import UserError
 from pipeline.evaluate import classification_metrics, confusion_matrix
 from pipeline.preprocess import predict
 from pipeline.reduced import labelled_subset
@@ -32,13 +33,15 @@ from stages import paths
 class Cell:
     """A reduced-data cell: the labelled fraction it trains on, its method and its training seed."""
 
-    fraction: float
+    fraction: int | float
+    """As params.yaml's reduced.fractions types it (1 or 1.0): the name spells it the same way."""
     method: str
     seed: int
 
     @property
     def name(self) -> str:
-        return f"{self.method}-{self.fraction}-seed{self.seed}"  # as dvc.yaml renders ${item.fraction}
+        # As dvc.yaml renders ${item.fraction}: str() of the YAML value, so 1 -> "1", 1.0 -> "1.0".
+        return f"{self.method}-{self.fraction}-seed{self.seed}"
 
 
 @dataclass
@@ -71,15 +74,20 @@ class StageJob:
         config = run_config(self.params, *sections, inputs={"prepared": prepared_digest(self.params), **inputs}, seed=self.context.seed, extra=key)
         resume = resume_state(checkpoint_path, config, epochs=epochs)
         context = dataclasses.replace(
-            self.context, checkpoint_path=checkpoint_path, config=config, resume=resume, on_epoch=epoch_logger(self.run, prefix="probe/")
+            self.context, checkpoint_path=checkpoint_path, config=config, resume=resume, log_epochs=epoch_logger(self.run, prefix="probe/")
         )
         return dataclasses.replace(self, trains=trains, context=context)
 
     def selected_epoch(self) -> dict[str, float]:
         """The epoch model selection kept (best val top-1) and its val top-1, from the BEST file;
         nothing without a val split (data.val_fraction 0): the last epoch is the model, and the
-        report says so."""
-        best = checkpoint.best_so_far(self.context.checkpoint_path.with_name(checkpoint.BEST))
+        report says so. A BEST file that is gone (deleted beside a finished last.pt) is one line:
+        the selected epoch cannot be recovered, and its test score must not be reported."""
+        path = self.context.checkpoint_path.with_name(checkpoint.BEST)
+        best = checkpoint.best_so_far(path)
+        if best is None:
+            last = self.context.checkpoint_path
+            raise UserError(f"{path}: missing or unreadable, so the epoch model selection kept is unknown; delete {last} too and rerun to train again")
         if best["val_top1"] is None:
             return {}
         return {"best_epoch": best["epoch"], "val/top1_best": best["val_top1"]}
@@ -118,6 +126,7 @@ def training_stage(
     inputs: dict[str, str] | None = None,
     cell: Cell | None = None,
     key: dict | None = None,
+    data: PreparedDataset | None = None,
 ) -> Iterator[StageJob]:
     """Set a stage that trains section `trains` with training seed `seed` up: device, prepared
     data, the run's key (params `sections`, seed, code, the prepared data and `inputs` digests,
@@ -125,11 +134,12 @@ def training_stage(
     names the run (supcon, simclr, ce). Writes metrics/seeds/<seed>/<stage>.json.
 
     A reduced-data `cell` (whose seed is `seed`) trains on its labelled fraction, under
-    models/reduced/<cell>/<model_dir>, and writes metrics/reduced/<cell>.json.
+    models/reduced/<cell>/<model_dir>, and writes metrics/reduced/<cell>.json. `data`: the
+    prepared store when the caller loaded it already (a cell sizes its budget on it).
     """
     methods.method(trains)  # imported before the key is taken: its code is part of the key
     device = runtime(params)
-    data = load_data(params)
+    data = data if data is not None else load_data(params)
     train_split = labelled_subset(data, cell.fraction, params.run.seed) if cell else data.subset(params.data.train_fraction)
     checkpoint_path = _checkpoint_path(model_dir, seed, cell)
     cell_key = {"cell": {"fraction": cell.fraction, "seed": cell.seed}} if cell else {}
@@ -142,7 +152,8 @@ def training_stage(
             run.log_dataset(paths.prepared(params.data.dataset), name=params.data.dataset, digest=config["inputs"]["prepared"], context="training")
         context = RunContext(
             seed=seed, device=device, checkpoint_path=checkpoint_path, config=config, resume=resume,
-            on_epoch=epoch_logger(run), run_id=run.run_id, machine=environment.machine_key(env), wrap=placer(params, device),
+            log_epochs=epoch_logger(run), run_id=run.run_id, machine=environment.machine_key(env), wrap=placer(params, device),
+            checkpoint_every_steps=params.run.checkpoint_every_steps, checkpoint_every_minutes=params.run.checkpoint_every_minutes,
         )  # fmt: skip
         output = f"reduced/{cell.name}" if cell else paths.seeded(stage, seed)
         yield StageJob(stage, trains, params, device, data, train_split, context, run, env, output, cell)
@@ -268,8 +279,9 @@ def resume_state(path: Path, config: dict, *, epochs: int) -> dict | None:
     return state
 
 
-def epoch_logger(run: tracking.Run | tracking.NullRun, prefix: str = "") -> Callable[[int, dict[str, float]], None]:
-    return lambda epoch, metrics: run.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()}, step=epoch)
+def epoch_logger(run: tracking.Run | tracking.NullRun, prefix: str = "") -> Callable[[list[dict[str, float]]], None]:
+    """RunContext.log_epochs for a stage: the rows since the last checkpoint to MLflow in one batch, each at its epoch."""
+    return lambda rows: run.log_epochs(rows, prefix=prefix)
 
 
 def summarize(history: list[dict[str, float]]) -> dict[str, float]:

@@ -36,7 +36,7 @@ TRAINING_STAGES = {"pretrain_supcon": "supcon", "train_ce": "ce", "linear_eval":
 def tiny_params(raw_root: Path, **sections: dict) -> dict:
     """The project's params.yaml made tiny (seconds per stage); `sections` are merged on top."""
     tiny = {
-        "run": {"seed": 0, "device": "cpu", "threads": 1},
+        "run": {"seed": 0, "device": "cpu", "threads": 1, "checkpoint_every_steps": 1},  # every epoch: interrupt tests
         "data": {"root": str(raw_root), "val_fraction": 0.2, "train_fraction": 1.0},
         "model": {"width": 4, "depth": 2, "blocks": 1, "head": "mlp", "feat_dim": 8},
         "supcon": {"epochs": EPOCHS, "batch_size": 16, "knn_every": 1, "knn_k": 5,
@@ -558,11 +558,13 @@ def test_corrupt_with_a_missing_released_set_exits_2_and_keeps_the_store(project
     before = (folder / "data/corrupted/fashion_mnist/manifest.json").read_bytes()
     done = stage("corrupt", folder, check=False)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert "nowhere" in done.stderr
+    # Fashion-MNIST has no release: refused before any folder is read (test_robustness_stage.py: a missing CIFAR-10-C)
+    assert "robustness.released = 'cifar10-c' is not allowed" in done.stderr
     assert (folder / "data/corrupted/fashion_mnist/manifest.json").read_bytes() == before
     # The ImageNet presets read the release: without its folder the stage says what to set.
     params = yaml.safe_load((folder / "params.yaml").read_text())
     params["robustness"].update(released="imagenet-c", released_root=None)
+    params["data"]["dataset"] = "imagenet"  # the dataset imagenet-c belongs to
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     done = stage("corrupt", folder, check=False)
     assert done.returncode == 2 and done.stderr.startswith("error: robustness.released_root = null") and len(done.stderr.strip().splitlines()) == 1
