@@ -24,16 +24,23 @@ def training_curves(history: list[dict[str, float]], title: str) -> Figure:
     return figure
 
 
+MAX_CONFUSION_INCHES = 12.0
+MAX_NAMED_CLASSES = 24
+
+
 def confusion_figure(matrix: torch.Tensor, class_names: list[str], title: str) -> Figure:
     """Row-normalised confusion matrix (rows: true class) with counts in the cells."""
     counts = matrix.float()
     rates = counts / counts.sum(1, keepdim=True).clamp(min=1)
-    size = max(4.0, 0.5 * len(class_names))
+    # Half an inch a class up to MAX_CONFUSION_INCHES: ImageNet's 1000 classes at half an inch
+    # would be a 50,000-pixel-square PNG (gigabytes of raster, minutes to draw) per stage.
+    size = min(MAX_CONFUSION_INCHES, max(4.0, 0.5 * len(class_names)))
     figure, axis = plt.subplots(figsize=(size + 1, size))
     image = axis.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
     ticks = range(len(class_names))
-    axis.set_xticks(ticks, class_names, rotation=90, fontsize=7)
-    axis.set_yticks(ticks, class_names, fontsize=7)
+    if len(class_names) <= MAX_NAMED_CLASSES:  # beyond that the names overlap into a black band
+        axis.set_xticks(ticks, class_names, rotation=90, fontsize=7)
+        axis.set_yticks(ticks, class_names, fontsize=7)
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     if len(class_names) <= 20:

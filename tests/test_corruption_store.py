@@ -105,10 +105,12 @@ def test_a_released_store_reads_the_release_in_place_and_the_clean_test_split(tm
 
 
 def test_a_release_of_the_wrong_size_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    """A CIFAR-C release corrupts the test split: its severities hold as many images as that split."""
     labels = _write_cifar_c(tmp_path / "CIFAR-10-C", 4)
     _point_at(tmp_path / "CIFAR-10-C", tmp_path / "store", monkeypatch, n=4)
-    with pytest.raises(UserError, match=r"labels\.npy: .*expected integer labels of shape \(50000,\)") as caught:
-        open_corrupted(tmp_path / "store", _dataset(np.zeros((4, 3, 32, 32), np.uint8), labels), released_root=tmp_path / "CIFAR-10-C")
+    six = _dataset(np.zeros((6, 3, 32, 32), np.uint8), np.concatenate([labels, labels[:2]]))
+    with pytest.raises(UserError, match=r"labels\.npy: .*expected integer labels of shape \(30,\)") as caught:
+        open_corrupted(tmp_path / "store", six, released_root=tmp_path / "CIFAR-10-C")
     assert "\n" not in str(caught.value)
 
 
