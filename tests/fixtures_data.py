@@ -128,3 +128,55 @@ class Poisoned:
 
     def __len__(self):
         raise AssertionError("the test split was read during training or model selection")
+
+
+def write_cifar100_classes(root: Path, classes: int, train_per_class: int, test_per_class: int) -> dict:
+    """root/cifar-100-python as released (train, test, meta with all 100 fine names) whose images
+    fill only the first `classes` classes: a CIFAR-100 model still has 100 outputs, at a tenth
+    of the images (a miniature run keeps 50 per class so that 1% keeps every class)."""
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    written = {}
+    for split, per_class, seed in (("train", train_per_class, 30), ("test", test_per_class, 31)):
+        labels, rng = balanced(classes, per_class, seed)
+        data = rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8)
+        _pickle(folder / split, {b"fine_labels": labels.tolist(), b"coarse_labels": (labels // 5).tolist(), b"data": data})
+        written[f"{split}_data"], written[f"{split}_labels"] = data, labels
+    _pickle(folder / "meta", {b"fine_label_names": [f"fine{i}" for i in range(100)], b"coarse_label_names": [f"c{i}" for i in range(20)]})
+    return written
+
+
+def write_imagenet_tree(root: Path, wnids: list[str], train_per_class: int, val_per_class: int, size=(40, 30)) -> None:
+    """root/train/<wnid>/<wnid>_<i>.JPEG and root/val/<wnid>/ILSVRC2012_val_<i>.JPEG: ILSVRC-2012's
+    layout once val/ is sorted into wnid folders, with smooth JPEG content."""
+    rng = np.random.default_rng(7)
+    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
+        for c, wnid in enumerate(wnids):
+            folder = root / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                name = f"{wnid}_{i}.JPEG" if split == "train" else f"ILSVRC2012_val_{c * per_class + i:08d}.JPEG"
+                Image.fromarray(_smooth(rng, (size[1], size[0], 3))).save(folder / name, "JPEG")
+
+
+def write_released_imagenet_c(root: Path, wnids: list[str], corruptions, per_class: int, size: int = 24) -> None:
+    """ImageNet-C as released: root/<corruption>/<severity>/<wnid>/<image>.JPEG, square images."""
+    rng = np.random.default_rng(8)
+    for corruption in corruptions:
+        for severity in range(1, 6):
+            for wnid in wnids:
+                folder = root / corruption / str(severity) / wnid
+                folder.mkdir(parents=True)
+                for i in range(per_class):
+                    Image.fromarray(_smooth(rng, (size, size, 3))).save(folder / f"ILSVRC2012_val_{i:08d}.JPEG", "JPEG")
+
+
+def write_released_cifar_c(root: Path, corruptions, test_labels: np.ndarray) -> None:
+    """CIFAR-10-C / CIFAR-100-C as released: root/<corruption>.npy, uint8 [5 * N, 32, 32, 3]
+    (severity s in rows (s - 1) * N : s * N), and root/labels.npy, the test labels 5 times."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(9)
+    count = len(test_labels)
+    for corruption in corruptions:
+        np.save(root / f"{corruption}.npy", rng.integers(0, 256, (5 * count, 32, 32, 3), dtype=np.uint8))
+    np.save(root / "labels.npy", np.tile(np.asarray(test_labels, dtype=np.int64), 5))

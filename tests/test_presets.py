@@ -1,0 +1,221 @@
+"""Every preset in configs/ runs whole, in miniature, through the commands a user types.
+
+For each preset: `python -m stages.preset configs/<preset>.yaml`, then a second overlay applied
+the same way that may change only sizes (epochs, warm-up, steps, batch, image size, images
+scored) and what this machine lacks (no GPU: run.device; the fixture's folders; no download),
+then `dvc repro`. Everything else the preset chooses stays: its encoder (at a tiny image size),
+its dataset read from a fixture in the real on-disk format (CIFAR pickles, an ImageNet JPEG tree
+read from its files), no val split, every reduced fraction it lists, all 15 corruptions at 5
+severities, and the released ImageNet-C tree where the preset names it. The ImageNet presets'
+training stages run under torchrun with 2 gloo processes (synchronised BatchNorm across real
+processes), are committed with `dvc commit`, and `dvc repro` does the rest, as the README says.
+
+Miniature sizes (one training seed; why: see `overlay`): about a minute per preset on 2 cores.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fixtures_data import write_cifar10, write_cifar100_classes, write_imagenet_tree, write_released_cifar_c, write_released_imagenet_c
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+PRESETS = sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
+COMMON_CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+                      "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression")  # fmt: skip
+WNIDS = ["n01440764", "n01443537"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+# What the miniature overlay may change: the sizes of the run, and where this machine is not the
+# preset's (no GPU, the fixture's folders instead of downloads). Leaf keys, "*" any section.
+SIZE_KEYS = {"*.epochs", "*.optimizer.warmup_epochs", "*.batch_size", "reduced.steps", "reduced.min_epochs", "data.image_size", "robustness.max_images", "run.seeds"}
+MACHINE_KEYS = {"run.device", "run.threads", "data.root", "data.download", "data.loader_workers", "robustness.released_root"}
+
+
+def overlay(preset: str, raw: Path) -> dict:
+    """The miniature overlay of `preset`: one training seed (three would triple the cost; the
+    seed statistics have tests of their own), one epoch per training stage with a warm-up of the
+    same length, 2 optimizer steps per reduced cell (so the budget rule's epochs, not its steps,
+    rule there), small batches and 8 px images (ImageNet's 16 px: both the CIFAR stem)."""
+    imagenet = preset.startswith("imagenet")
+    train = {"epochs": 1, "batch_size": 32, "optimizer": {"warmup_epochs": 1}}
+    sizes = {
+        "run": {"device": "cpu", "threads": 1, "seeds": [0]},
+        "data": {"root": str(raw / "data"), "download": False, "image_size": 16 if imagenet else 8},
+        "supcon": train,
+        "ce": train,
+        "linear": {"epochs": 1, "batch_size": 32},
+        "reduced": {"steps": 2, "min_epochs": 1},
+        "robustness": {"max_images": 10} if not imagenet else {"released_root": str(raw / "imagenet-c")},
+    }  # fmt: skip
+    return sizes
+
+
+def write_fixture(preset: str, raw: Path) -> None:
+    """The preset's dataset in its real on-disk format, at least 50 train images per class (1%
+    of a class keeps one image), and the released corrupted set where the preset reads one."""
+    if preset.startswith("cifar100"):
+        write_cifar100_classes(raw / "data", classes=10, train_per_class=50, test_per_class=2)
+    elif preset.startswith("cifar10"):
+        written = write_cifar10(raw / "data", per_class_per_batch=10, test_per_class=2)
+        write_released_cifar_c(raw / "cifar-10-c", COMMON_CORRUPTIONS, written["test_labels"])
+    else:
+        write_imagenet_tree(raw / "data", WNIDS, train_per_class=50, val_per_class=4)
+        write_released_imagenet_c(raw / "imagenet-c", WNIDS, COMMON_CORRUPTIONS, per_class=4)
+
+
+def leaf_keys(mapping: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in mapping.items():
+        path = f"{prefix}{key}"
+        keys |= leaf_keys(value, f"{path}.") if isinstance(value, dict) else {path}
+    return keys
+
+
+def allowed(key: str) -> bool:
+    section, _, rest = key.partition(".")
+    return key in SIZE_KEYS | MACHINE_KEYS or f"*.{rest}" in SIZE_KEYS
+
+
+def env() -> dict[str, str]:
+    from test_stages import env as stage_env
+
+    return stage_env()
+
+
+def run(cmd: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    done = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited {done.returncode}\nstdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}")
+    return done
+
+
+def new_project(root: Path) -> Path:
+    """A git + DVC repository holding the project as committed (params.yaml with its comments)."""
+    repo = root / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / name, repo)
+    for package in ("stages", "pipeline", "configs"):
+        shutil.copytree(REPO / package, repo / package, ignore=shutil.ignore_patterns("__pycache__"))
+    run(["git", "init", "-q"], repo)
+    run(["dvc", "init", "-q"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "project"], repo)
+    return repo
+
+
+def test_the_overlays_change_only_sizes_and_what_this_machine_lacks(tmp_path):
+    for preset in PRESETS:
+        touched = sorted(leaf_keys(overlay(preset, tmp_path)))
+        assert [key for key in touched if not allowed(key)] == [], preset
+
+
+def declared_outputs(repo: Path) -> list[Path]:
+    """Every out, metric and plot file dvc.lock records for the stages that ran."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return [repo / out["path"] for entry in lock.values() for out in entry.get("outs", [])]
+
+
+def miniature_run(preset: str, root: Path) -> dict:
+    """The user's commands for one preset: apply it, apply the miniature overlay, (torchrun,) `dvc repro`."""
+    started = time.time()
+    raw = root / "raw"
+    write_fixture(preset, raw)
+    repo = new_project(root)
+    run([sys.executable, "-m", "stages.preset", f"configs/{preset}.yaml"], repo)
+    (repo / "miniature.yaml").write_text(yaml.safe_dump(overlay(preset, raw)))
+    run([sys.executable, "-m", "stages.preset", "miniature.yaml"], repo)
+    if preset.startswith("imagenet"):
+        trained_under_torchrun(repo)
+    done = run(["dvc", "repro"], repo, timeout=1500)
+    robustness = json.loads((repo / "metrics/seeds/0/robustness.json").read_text())
+    if preset == "cifar10_resnet50":
+        scores_the_release_its_comment_offers(repo, raw)
+    return {"repo": repo, "repro": done, "robustness": robustness, "seconds": time.time() - started}
+
+
+@pytest.fixture(scope="module")
+def miniature_runs(tmp_path_factory) -> dict:
+    """Every preset's miniature run, two at a time: each process uses one thread (run.threads 1),
+    and most of a miniature run is process start-up, so two lanes use both cores of a CI machine."""
+
+    def attempt(preset: str) -> dict:
+        try:
+            return miniature_run(preset, tmp_path_factory.mktemp(preset))
+        except BaseException as failure:  # pytest.fail raises a BaseException: report it in the preset's test
+            return {"failure": failure}
+
+    with ThreadPoolExecutor(max_workers=2) as lanes:
+        return dict(zip(PRESETS, lanes.map(attempt, PRESETS)))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_the_preset_runs_whole_in_miniature(preset, miniature_runs):
+    result = miniature_runs[preset]
+    if "failure" in result:
+        raise result["failure"]
+    repo, done = result["repo"], result["repro"]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    preset_values = yaml.safe_load((REPO / "configs" / f"{preset}.yaml").read_text())
+    assert params["reduced"]["fractions"] == preset_values["reduced"]["fractions"]  # every fraction it lists
+    assert params["data"]["val_fraction"] == 0.0 and params["model"]["encoder"] == preset_values["model"]["encoder"]
+
+    stages = run(["dvc", "stage", "list", "--name-only"], repo).stdout.split()
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert sorted(lock) == sorted(stages), "a stage did not run"
+    missing = [str(path.relative_to(repo)) for path in declared_outputs(repo) if not path.exists()]
+    assert missing == []
+    status = run(["dvc", "status"], repo).stdout
+    assert "up to date" in status, status
+    claims = report_claims(repo / "reports/summary.md")
+    assert len(claims) == 3 + len(params["reduced"]["fractions"]) + 1, claims  # top-1, each fraction, mCE, temperature, ECE
+    robustness = result["robustness"]
+    assert robustness["corruptions"] == list(COMMON_CORRUPTIONS) and robustness["severities"] == [1, 2, 3, 4, 5]
+    assert robustness["source"] == (preset_values["robustness"].get("released") or "generated")
+    assert "mCE" in robustness["supcon"] and "mCE" in robustness["ce"]
+    print(f"{preset}: {result['seconds']:.0f} s in all; dvc repro ran {done.stdout.count('Running stage')} stages")
+
+
+def scores_the_release_its_comment_offers(repo: Path, raw: Path) -> None:
+    """The CIFAR presets generate their corrupted sets; their comment offers the released one
+    instead (`released: cifar10-c`): set, only the corrupted set and its scores are redone."""
+    (repo / "release.yaml").write_text(yaml.safe_dump({"robustness": {"released": "cifar10-c", "released_root": str(raw / "cifar-10-c")}}))
+    run([sys.executable, "-m", "stages.preset", "release.yaml"], repo)
+    done = run(["dvc", "repro"], repo)
+    assert sorted(line.split("'")[1] for line in done.stdout.splitlines() if line.startswith("Running stage")) == ["compare", "corrupt", "report", "robustness@0"]
+    robustness = json.loads((repo / "metrics/seeds/0/robustness.json").read_text())
+    assert robustness["source"] == "cifar10-c" and robustness["images_per_cell"] == 20 and "mCE" in robustness["supcon"]
+
+
+def trained_under_torchrun(repo: Path) -> None:
+    """The training stages under torchrun (2 gloo processes, synchronised BatchNorm), committed to
+    DVC, as the README's multi-GPU section does; `dvc repro` must then not train them again."""
+    run(["dvc", "repro", "prepare"], repo)
+    for module, args in (("pretrain_supcon", ["--seed", "0"]), ("train_ce", ["--seed", "0"]), ("linear_eval", ["--seed", "0"])):
+        run([*TORCHRUN, "-m", f"stages.{module}", *args], repo)
+    run(["dvc", "commit", "-f", "pretrain_supcon@0", "train_ce@0", "linear_eval@0"], repo)
+    for name in ("supcon", "ce", "linear"):
+        import torch
+
+        state = torch.load(repo / f"models/seeds/0/{name}/last.pt", weights_only=False)
+        assert state["config"]["world_size"] == 2, name
+    status = run(["dvc", "status", "pretrain_supcon@0", "train_ce@0", "linear_eval@0"], repo).stdout
+    assert "changed" not in status, status
+
+
+def report_claims(path: Path) -> list[str]:
+    """The rows of the report's claims table."""
+    text = path.read_text()
+    table = text.split("## Claims", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| claim ")]
+    return [row for row in rows if not set(row) <= set("|- ")]
