@@ -23,12 +23,27 @@ def runs_page(host: str, port: int, experiment_id: str) -> str:
     return f"http://{shown}:{port}/#/experiments/{experiment_id}/runs"
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def exposure_warning(host: str, port: int) -> str | None:
+    """One line when --host reaches beyond this machine: MLflow's UI has no login, so anyone who
+    can reach host:port can read, change and delete every run."""
+    if host in LOOPBACK:
+        return None
+    return (f"warning: --host {host} serves MLflow's UI without authentication to anyone who can reach port {port}; "
+            "prefer the default 127.0.0.1 and an SSH tunnel (README, section MLflow)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--print-url", action="store_true", help="print the runs page's address and exit")
     args = parser.parse_args(argv)
+    warning = exposure_warning(args.host, args.port)
+    if warning:
+        print(warning, file=sys.stderr)
     try:
         params = read_params()
     except UserError as err:
