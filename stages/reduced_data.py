@@ -65,6 +65,7 @@ def _cross_entropy(params: Params, cell: common.Cell, data: PreparedDataset, num
         trained = job.train(config=config, model_config=params.model)
         if dist.is_main_process():
             done = spent(trained.history, batch_size=config.batch_size, world_size=dist.world_size())
+            done["time_s"] = _training_seconds(trained.history)
             job.finish(_cell_fields(cell, done) | job.selected_epoch(), trained.history, test=job.score_test(trained.predictor))
 
 
@@ -85,9 +86,17 @@ def _supcon_and_probe(params: Params, cell: common.Cell, data: PreparedDataset, 
             done = spent(pretrained.history, batch_size=pretrain.batch_size, world_size=dist.world_size(), views=params.supcon.views)
             probe_done = spent(trained.history, batch_size=probe.batch_size, world_size=dist.world_size())
             done |= {"probe_steps": probe_done["steps"], "probe_epochs": probe_done["epochs"], "probe_batch_size": probe.batch_size}
+            # The metrics' train/time_s is the probe's (its history is the one finished); the cell's compute is both.
+            pretrain_s, probe_s = _training_seconds(pretrained.history), _training_seconds(trained.history)
+            done |= {"time_s": pretrain_s + probe_s, "pretrain_time_s": pretrain_s, "probe_time_s": probe_s}
             metrics = _cell_fields(cell, done) | {"method": params.supcon.method} | probe_job.selected_epoch()
             probe_job.finish(metrics, trained.history, test=probe_job.score_test(trained.predictor))
             job.run.log_artifact(job.context.checkpoint_path, "checkpoint")
+
+
+def _training_seconds(history: list[dict[str, float]]) -> float:
+    """Seconds the run's epochs took (resumed epochs included: the history holds every epoch)."""
+    return sum(row["train/epoch_time_s"] for row in history)
 
 
 def _cell_fields(cell: common.Cell, budget: dict) -> dict:

@@ -81,6 +81,7 @@ def test_under_torchrun_a_cell_takes_at_least_its_steps_in_every_process_and_rec
     run([*TORCHRUN, "-m", "stages.reduced_data", "--fraction", str(fraction), "--method", "ce", "--seed", "0"], folder)
 
     budget = cell_metrics(folder, f"ce-{fraction}-seed0")["budget"]
+    assert budget.pop("time_s") > 0
     assert budget == {"steps": 4, "processes": 2, "epochs": 4, "batch_size": batch, "images_seen": 4 * batch * 2}
     state = torch.load(folder / f"models/reduced/ce-{fraction}-seed0/ce/last.pt", weights_only=False)
     assert state["config"]["world_size"] == 2 and state["history"][-1]["train/steps"] == 4
@@ -110,7 +111,11 @@ def test_a_cell_writes_what_dvc_declares_loads_the_store_once_and_records_what_r
     result = json.loads(Path(outs[1]).read_text())
     # 160 images, batch 16: 10 steps an epoch; 4 steps -> the minimum epoch; the probe: linear.epochs 2.
     assert result["cell"] == "supcon-1-seed0" and result["fraction"] == 1
-    assert result["budget"] == {
+    budget = result["budget"]
+    # The cell's compute is pretraining and probe; the metrics' train/time_s is the probe's alone.
+    assert budget["time_s"] == pytest.approx(budget["pretrain_time_s"] + budget["probe_time_s"]) and budget["pretrain_time_s"] > 0
+    assert budget.pop("probe_time_s") == pytest.approx(result["train/time_s"]) and budget.pop("pretrain_time_s") < budget.pop("time_s")
+    assert budget == {
         "steps": 10, "processes": 1, "epochs": 1, "batch_size": 16, "images_seen": 10 * 16 * 2,
         "probe_steps": 20, "probe_epochs": 2, "probe_batch_size": 16,
     }  # fmt: skip
