@@ -1,106 +1,17 @@
-"""The report: claim verdicts (pipeline.report.verdicts) against hand-computed numbers, and the `report`
-stage in-process on fake metrics files (metrics/seeds/<seed>/, metrics/reduced/<cell>)."""
+"""The report: its claims (pipeline.report.claims) and the `report` stage in-process on fake metrics
+files (metrics/seeds/<seed>/, metrics/reduced/<cell>). The verdict rule itself: tests/test_verdicts.py."""
 
 import json
-import math
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
-from pipeline.report.verdicts import DID_NOT_HOLD, HELD, NOT_ENOUGH, Evidence, best_value_verdict, mean_std, verdict
 from pipeline.errors import UserError
+from pipeline.report.verdicts import DID_NOT_HOLD, HELD, NOT_ENOUGH
 
 REPO = Path(__file__).resolve().parents[1]
-
-# --- pipeline.report.verdicts --------------------------------------------------------------------
-
-
-def test_mean_std_matches_hand_computed_values_and_numpy():
-    mean, std, n = mean_std([1.0, 2.0, 3.0, 4.0])
-    assert (mean, n) == (2.5, 4)
-    assert std == pytest.approx(math.sqrt(5 / 3), rel=1e-15)  # sum of squares 5, ddof=1
-    values = np.random.default_rng(0).random(7)
-    mean, std, _ = mean_std(list(values))
-    assert mean == pytest.approx(float(np.mean(values, dtype=np.float64)), rel=1e-15)
-    assert std == pytest.approx(float(np.std(values, ddof=1, dtype=np.float64)), rel=1e-14)
-
-
-def test_mean_std_of_one_value_has_zero_std_and_of_none_raises():
-    assert mean_std([0.8635]) == (0.8635, 0.0, 1)
-    with pytest.raises(ValueError):
-        mean_std([])
-
-
-def test_fewer_than_min_seeds_is_not_enough_evidence_and_says_n():
-    result, reason = verdict([0.9], [0.5], higher_is_better=True)
-    assert result == NOT_ENOUGH
-    assert "1 seed of SupCon" in reason and "3 of each needed" in reason
-    assert verdict([0.9, 0.91], [0.5, 0.51, 0.52], higher_is_better=True)[0] == NOT_ENOUGH
-    assert verdict([0.9, 0.91], [0.5, 0.51], higher_is_better=True, min_seeds=2)[0] == HELD
-
-
-def test_difference_within_the_spread_is_not_enough_evidence():
-    # means 0.800 vs 0.805, both stds 0.01: a 0.5-point loss inside the seed noise
-    result, reason = verdict([0.80, 0.81, 0.79], [0.805, 0.795, 0.815], higher_is_better=True)
-    assert result == NOT_ENOUGH and "within the seed spread" in reason
-    # a difference exactly equal to the spread (1 vs std 1) is not beyond it
-    assert verdict([1.0, 2.0, 3.0], [0.0, 1.0, 2.0], higher_is_better=True)[0] == NOT_ENOUGH
-
-
-def test_spread_is_the_larger_of_the_two_sample_stds():
-    supcon, ce = [0.70, 0.70, 0.70], [0.60, 0.50, 0.70]  # diff 0.1 = CE's std 0.1; SupCon's std 0
-    assert verdict(supcon, ce, higher_is_better=True)[0] == NOT_ENOUGH
-    assert verdict(supcon, [0.62, 0.60, 0.64], higher_is_better=True)[0] == HELD  # diff 0.1 > std 0.02
-
-
-def test_held_and_did_not_hold_follow_the_claimed_direction():
-    high, low = [0.90, 0.91, 0.92], [0.80, 0.81, 0.82]
-    assert verdict(high, low, higher_is_better=True)[0] == HELD
-    assert verdict(low, high, higher_is_better=True)[0] == DID_NOT_HOLD
-    # errors (mCE): lower is better
-    assert verdict([67.0, 67.1, 67.2], [68.5, 68.6, 68.7], higher_is_better=False)[0] == HELD
-    assert verdict([68.5, 68.6, 68.7], [67.0, 67.1, 67.2], higher_is_better=False)[0] == DID_NOT_HOLD
-
-
-def test_a_loss_is_never_rounded_into_a_win():
-    supcon = [0.8600, 0.8600 + 1e-7, 0.8600 - 1e-7]
-    ce = [0.8601, 0.8601 + 1e-7, 0.8601 - 1e-7]
-    assert round(0.8600, 3) == round(0.8601, 3)  # rounded, they would tie
-    result, reason = verdict(supcon, ce, higher_is_better=True)
-    assert result == DID_NOT_HOLD and "favours CE" in reason
-
-
-def test_non_finite_values_give_no_verdict():
-    assert verdict([0.9, float("nan"), 0.9], [0.5, 0.5, 0.5], higher_is_better=True)[0] == NOT_ENOUGH
-
-
-def test_evidence_judges_its_values_per_seed():
-    evidence = Evidence({0: 67.0, 1: 67.1, 2: 67.2}, {0: 68.5, 1: 68.6, 2: 68.7}, higher_is_better=False)
-    assert evidence.verdict()[0] == HELD
-    assert evidence.verdict(min_seeds=4)[0] == NOT_ENOUGH
-
-
-def test_best_value_verdict():
-    assert best_value_verdict(0.1, [0.05, 0.1, 0.5], 0.1)[0] == HELD
-    assert best_value_verdict(0.1 + 1e-17, [0.05, 0.1, 0.5], 0.1)[0] == HELD
-    assert best_value_verdict(0.5, [0.05, 0.1, 0.5], 0.1)[0] == DID_NOT_HOLD
-    assert best_value_verdict(0.5, [0.05, 0.2, 0.5], 0.1) == (NOT_ENOUGH, "0.1 was not among the 3 values tried")
-    assert best_value_verdict(None, [], 0.1)[0] == NOT_ENOUGH
-    # another value won by less than the objective's noise: one seed per trial cannot tell
-    within = best_value_verdict(0.37, [0.1, 0.37], 0.1, gap=0.002, noise=0.0092)
-    assert within[0] == NOT_ENOUGH and "only 0.20 points above 0.1: within ±0.92" in within[1]
-    assert best_value_verdict(0.37, [0.1, 0.37], 0.1, gap=0.02, noise=0.0092)[0] == DID_NOT_HOLD
-
-
-def test_sampling_error_is_two_binomial_standard_errors():
-    from pipeline.report.verdicts import sampling_error
-
-    assert sampling_error(0.85, 6000) == pytest.approx(2 * math.sqrt(0.85 * 0.15 / 6000), rel=1e-15)
-    assert sampling_error(0.85, 6000) == pytest.approx(0.00922, abs=1e-5)
-
 
 # --- the stage, on fake metrics files -----------------------------------------------------------
 
@@ -121,7 +32,7 @@ def robustness_run(supcon_mce: float, ce_mce: float) -> dict:
 REDUCED = {  # fraction -> (SupCon top-1 per seed, CE top-1 per seed)
     0.01: ([0.60, 0.61, 0.62], [0.50, 0.51, 0.52]),  # SupCon clearly ahead: held
     0.05: ([0.70, 0.71, 0.72], [0.75, 0.76, 0.77]),  # CE clearly ahead: did not hold
-    0.1: ([0.800, 0.810, 0.790], [0.805, 0.795, 0.815]),  # SupCon behind within the spread
+    0.1: ([0.800, 0.810, 0.790], [0.805, 0.795, 0.815]),  # paired differences -0.005, 0.015, -0.025: interval across 0
 }
 
 
@@ -214,15 +125,24 @@ def test_report_with_every_input_gives_tables_verdicts_figures_and_one_mlflow_ru
     assert "pretraining 27,000 × 2 × 6 = 324,000; probe 27,000 × 1 × 30 = 810,000 on frozen features" in summary
     assert "27,000 × 1 × 6 = 162,000" in summary
     assert "best val top-1 epoch (epoch 29 of 30)" in summary and "final epoch (6): metrics/train_ce.json has no best_epoch" in summary
-    # claims: a main-comparison difference within the seed spread and one seed of robustness are
-    # not enough; the reduced-data cells have three seeds each; the newest sweep's best is 0.1
-    assert "**not enough evidence**: difference" in claim_row(summary, "SupCon (linear eval) top-1 ≥ CE top-1")
+    # claims: the main comparison's seeds move both methods alike (±1 point) while SupCon is 0.54
+    # points ahead on each, so paired by seed it holds; one seed of robustness is not enough; the
+    # reduced-data cells have three seeds each; the newest sweep has one seed per trial: it ranks only
+    top1 = claim_row(summary, "SupCon (linear eval) top-1 ≥ CE top-1")
+    assert "**held**" in top1 and "paired SupCon − CE +0.54 [+0.54, +0.54] points (n=3, 95% t)" in top1
     assert "50%" not in summary  # the stale cell of a fraction params no longer lists
     assert "**held**" in claim_row(summary, "SupCon beats CE with 1% of the labels")
     assert "**did not hold**" in claim_row(summary, "SupCon beats CE with 5% of the labels")
-    assert "**not enough evidence**: difference" in claim_row(summary, "SupCon beats CE with 10% of the labels")
-    assert "**not enough evidence**" in claim_row(summary, "SupCon has a lower mCE than CE")
-    assert "**held**" in claim_row(summary, "temperature 0.1 is best") and "sweep-new" in claim_row(summary, "temperature 0.1 is best")
+    tenth = claim_row(summary, "SupCon beats CE with 10% of the labels")  # mean -0.5, s 2, ± 4.3027 · 2 / √3 points
+    assert "**not enough evidence**: SupCon − CE: mean -0.005" in tenth and "touches or crosses 0" in tenth
+    assert "paired SupCon − CE -0.50 [-5.47, +4.47] points (n=3, 95% t)" in tenth
+    assert "**not enough evidence**: 1 pair of seeds; 3 needed" in claim_row(summary, "SupCon has a lower mCE than CE")
+    temperature = claim_row(summary, "temperature 0.1 is best")
+    assert "**not enough evidence**: a one-seed sweep ranks temperatures (best T = 0.1)" in temperature and "sweep-new" in temperature
+    # the intro says how verdicts are made, what the interval covers, and how many claims were tested
+    assert "95% t-interval of the per-seed paired difference (SupCon minus CE, same training seed" in summary
+    assert "not test-set sampling" in summary and "record no test-image count" in summary
+    assert "The table's 6 claims are judged at once with no multiple-comparison correction: at 95% each, up to about 0.05 × 6 = 0.3 false verdicts" in summary
     assert "reported, no claim" in claim_row(summary, "ECE by severity")
     assert "supcon: ≥ 100 steps, 20 epochs (probe 10), 25,600 images seen; ce: ≥ 100 steps, 20 epochs, 25,600 images seen" in summary
     assert "61.00 ± 1.00 (n=3)" in summary and "51.00 ± 1.00 (n=3)" in summary and "| +10.00 |" in summary
@@ -260,6 +180,7 @@ def test_report_reads_only_the_seeds_params_lists_and_says_what_was_not_run(proj
     assert "| SupCon (linear eval) | 91.00 ± 1.00 (n=3) | 0.0100 ± 0.0000 (n=3) | 0, 1, 2 |" in summary
     assert "| cross-entropy | 81.00 ± 1.00 (n=3) |" in summary and "86.35" not in summary
     assert "**held**" in claim_row(summary, "SupCon (linear eval) top-1 ≥ CE top-1")
+    assert "paired SupCon − CE +10.00 [+10.00, +10.00] points (n=3, 95% t)" in claim_row(summary, "SupCon (linear eval) top-1 ≥ CE top-1")
     assert "epoch 10 of 30; epoch 11 of 30; epoch 12 of 30" in summary and "selected on val: epoch 5 of 6" in summary
     for stage in ("reduced_data", "robustness", "pretrain_supcon", "train_ce", "linear_eval"):
         assert f"not run yet: `dvc repro {stage}`" in summary
@@ -299,17 +220,28 @@ def test_claims_about_supcon_are_not_judged_on_simclr_runs_or_on_one_sided_cells
     assert half.verdict == NOT_ENOUGH and half.measured.startswith("SupCon — vs CE 70.00 ± 0.00 (n=3)")
 
 
-def test_temperature_claim_weighs_the_gap_against_the_val_noise():
+def test_temperature_claim_ranks_from_a_one_seed_sweep_and_judges_only_confirmation_runs():
     from pipeline.report import Inputs
     from pipeline.report.claims import claim_temperature
 
-    def judged(best_objective: float, val_images: int | None) -> tuple[str, str]:
-        trials = [{"params": {"supcon.temperature": t}, "objective": o, "state": s} for t, o, s in ((0.1, 0.8467, "finished"), (0.3684, best_objective, "finished"), (0.83, 0.81, "stopped early"))]
-        summary = {"space": "temperature", "trials": trials, "best": {"params": {"supcon.temperature": 0.3684}, "objective": best_objective}, "settings": {"val_images": val_images}}
-        claim = claim_temperature(Inputs(supcon={}, ce={}, pretrain={}, robustness={}, reduced=[], sweeps=[(Path("sweeps/temperature/summary.json"), summary)], curves={}))
-        return claim.verdict, claim.reason
+    trials = [{"params": {"supcon.temperature": t}, "objective": o, "state": s} for t, o, s in ((0.1, 0.8467, "finished"), (0.3684, 0.8767, "finished"), (0.83, 0.81, "stopped early"))]
+    sweep = {"space": "temperature", "trials": trials, "best": {"params": {"supcon.temperature": 0.3684}, "objective": 0.8767}, "mlflow_run_id": "sweep-run"}
 
-    # the default run's sweep: T = 0.37 ahead of T = 0.1 by 0.2 points on 6000 val images (±0.93)
-    assert judged(0.8487, 6000)[0] == NOT_ENOUGH and "within ±0.93" in judged(0.8487, 6000)[1]
-    assert judged(0.8767, 6000)[0] == DID_NOT_HOLD  # 3 points ahead: beyond the noise
-    assert judged(0.8487, None)[0] == DID_NOT_HOLD  # a summary without its val size: no noise bound
+    def judged(confirmation: dict | None):
+        summary = {**sweep, **({"confirmation": confirmation} if confirmation else {})}
+        return claim_temperature(Inputs(supcon={}, ce={}, pretrain={}, robustness={}, reduced=[], sweeps=[(Path("sweeps/temperature/summary.json"), summary)], curves={}))
+
+    # a 3-point lead in a one-seed sweep is a ranking, not a verdict
+    ranked = judged(None)
+    assert ranked.verdict == NOT_ENOUGH and ranked.measured.startswith("best T = 0.3684 over 3 trials (sweeps/temperature, MLflow run sweep-run)")
+    assert ranked.reason == "a one-seed sweep ranks temperatures (best T = 0.3684); confirming needs ≥ 3 seeds per temperature at full length (`--confirm`)"
+    # confirmation runs, with JSON's string keys: T = 0.3684 ahead by 0.2 points on each of 3 seeds (within 0.5);
+    # T = 0.83 was stopped early and would beat 0.1 by 2 points: it does not count
+    reference = {"0": 0.850, "1": 0.860, "2": 0.855}
+    within = {seed: v + 0.002 for seed, v in reference.items()}
+    beyond = {seed: v + 0.02 for seed, v in reference.items()}
+    confirmed = judged({"val_top1": {"0.1": reference, "0.3684": within, "0.83": beyond}, "stopped": [0.83]})
+    assert confirmed.verdict == HELD and "T = 0.3684 − T = 0.1: mean +0.002" in confirmed.reason
+    assert confirmed.measured.endswith("; confirmed at T = 0.1, 0.3684, 0.83")
+    assert judged({"val_top1": {"0.1": reference, "0.3684": beyond}, "stopped": []}).verdict == DID_NOT_HOLD
+    assert judged({"val_top1": {"0.1": reference, "0.3684": {"0": 0.9}}}).verdict == NOT_ENOUGH  # one seed of 0.3684

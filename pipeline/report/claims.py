@@ -1,12 +1,11 @@
-"""The paper's claims, one row each: what the paper says, what was measured here (with seeds), and
-a verdict from pipeline.report.verdicts on the raw values per seed."""
+"""The paper's claims, one row each: what the paper says, what was measured here (with seeds and
+the paired interval), and a verdict from pipeline.report.verdicts on the raw values per seed."""
 
-import math
 from dataclasses import dataclass
 
 from pipeline.report.inputs import Inputs, best_value, contrastive_method, reduced_top1, severities, swept_key
-from pipeline.report.markdown import NO_SWEEP, label, not_run, versus
-from pipeline.report.verdicts import NOT_ENOUGH, Evidence, best_value_verdict, sampling_error
+from pipeline.report.markdown import NO_SWEEP, label, not_run, paired, versus
+from pipeline.report.verdicts import MIN_SEEDS, NOT_ENOUGH, Evidence, temperature_verdict
 
 REPORTED = "reported, no claim"
 
@@ -29,9 +28,12 @@ def claim_rows(inputs: Inputs) -> list[Claim]:
 
 def claim_top1(inputs: Inputs) -> Claim:
     evidence = Evidence({s: r["test/top1"] for s, r in inputs.supcon.items()}, {s: r["test/top1"] for s, r in inputs.ce.items()})
-    judged = evidence.verdict() if inputs.method == "supcon" else (NOT_ENOUGH, f"this run's contrastive method is {inputs.method}; the claim is about supcon")
+    result, reason, interval = evidence.paired()
+    if inputs.method != "supcon":
+        result, reason = NOT_ENOUGH, f"this run's contrastive method is {inputs.method}; the claim is about supcon"
     paper = "CIFAR-10 96.0 vs 95.0; CIFAR-100 76.5 vs 75.3; ImageNet 78.7 vs 78.2 (ResNet-50)"
-    return Claim("top1", "SupCon (linear eval) top-1 ≥ CE top-1", paper, versus(evidence, inputs.method, 100, 2) + " (top-1 %)", *judged)
+    measured = versus(evidence, inputs.method, 100, 2) + " (top-1 %)" + paired(interval, inputs.method, 100, 2)
+    return Claim("top1", "SupCon (linear eval) top-1 ≥ CE top-1", paper, measured, result, reason)
 
 
 def claims_reduced(inputs: Inputs) -> list[Claim]:
@@ -43,9 +45,12 @@ def claims_reduced(inputs: Inputs) -> list[Claim]:
     rows = []
     for fraction in sorted({cell["fraction"] for cell in inputs.reduced}):
         evidence = Evidence(top1["supcon"].get(fraction, {}), top1["ce"].get(fraction, {}))
-        judged = evidence.verdict() if method == "supcon" else (NOT_ENOUGH, f"the cells trained {method}; the claim is about supcon")
+        result, reason, interval = evidence.paired()
+        if method != "supcon":
+            result, reason = NOT_ENOUGH, f"the cells trained {method}; the claim is about supcon"
         claim = f"SupCon beats CE with {100 * fraction:g}% of the labels"
-        rows.append(Claim(f"reduced_{fraction:g}", claim, paper, versus(evidence, method, 100, 2) + " (top-1 %)", *judged))
+        measured = versus(evidence, method, 100, 2) + " (top-1 %)" + paired(interval, method, 100, 2)
+        rows.append(Claim(f"reduced_{fraction:g}", claim, paper, measured, result, reason))
     return rows
 
 
@@ -58,34 +63,35 @@ def claim_mce(inputs: Inputs) -> Claim:
         return Claim("mce", claim, paper, "—", NOT_ENOUGH, f"mCE not computed ({why or 'it needs all five severities'})")
     runs = inputs.robustness
     evidence = Evidence({s: r["supcon"]["mCE"] for s, r in runs.items()}, {s: r["ce"]["mCE"] for s, r in runs.items()}, higher_is_better=False)
-    return Claim("mce", claim, paper, versus(evidence, inputs.method, 1, 1) + " (mCE %)", *evidence.verdict())
+    result, reason, interval = evidence.paired()
+    return Claim("mce", claim, paper, versus(evidence, inputs.method, 1, 1) + " (mCE %)" + paired(interval, inputs.method, 1, 1), result, reason)
 
 
 def claim_temperature(inputs: Inputs) -> Claim:
-    """Judged on the newest sweep over temperature; a sweep cannot reject a value it never tried."""
+    """Judged on the newest sweep over temperature. Its trials (one seed each, short runs) only rank
+    temperatures; a verdict needs the summary's confirmation runs (several seeds per temperature at
+    full length), judged by temperature_verdict."""
     claim, paper = "temperature 0.1 is best", "T = 0.1 best on ResNet-50; choosing it well is worth nearly 3%"
     sweep = next(((path, s) for path, s in inputs.sweeps if s.get("space") == "temperature"), None)
     if sweep is None:
         return Claim("temperature", claim, paper, "—", NOT_ENOUGH, NO_SWEEP)
     path, summary = sweep
     key = swept_key(summary)
-    tried = [trial["params"][key] for trial in summary["trials"]]
     best = best_value(summary, key)
-    measured = f"best T = {best} over {len(tried)} trials ({path.parent}, MLflow run {summary.get('mlflow_run_id', '?')})"
-    return Claim("temperature", claim, paper, measured, *best_value_verdict(best, tried, 0.1, **_gap_and_noise(summary, key, 0.1)))
+    measured = f"best T = {best} over {len(summary['trials'])} trials ({path.parent}, MLflow run {summary.get('mlflow_run_id', '?')})"
+    confirmation = summary.get("confirmation")
+    if not confirmation:
+        why = f"a one-seed sweep ranks temperatures (best T = {best}); confirming needs ≥ {MIN_SEEDS} seeds per temperature at full length (`--confirm`)"
+        return Claim("temperature", claim, paper, measured, NOT_ENOUGH, why)
+    val_top1 = confirmed_val_top1(confirmation)
+    stopped = [float(t) for t in confirmation.get("stopped", [])]
+    measured += f"; confirmed at T = {', '.join(f'{t:g}' for t in sorted(val_top1))}"
+    return Claim("temperature", claim, paper, measured, *temperature_verdict(val_top1, stopped=stopped))
 
 
-def _gap_and_noise(summary: dict, key: str, expected: float) -> dict[str, float]:
-    """How far the best trial's objective is above the (best) trial at `expected` among those
-    that trained every epoch, and the objective's sampling error on the val split; {} when the
-    sweep does not say its val size or no full-length trial ran `expected`."""
-    full = [t for t in summary["trials"] if t.get("state", "finished") == "finished"]
-    at_expected = [t["objective"] for t in full if math.isclose(float(t["params"][key]), expected, rel_tol=1e-9)]
-    best = (summary.get("best") or {}).get("objective")
-    images = (summary.get("settings") or {}).get("val_images")
-    if not at_expected or best is None or not images:
-        return {}
-    return {"gap": best - max(at_expected), "noise": sampling_error(best, images)}
+def confirmed_val_top1(confirmation: dict) -> dict[float, dict[int, float]]:
+    """temperature -> seed -> val top-1 from a summary's confirmation entry, whose JSON keys are strings."""
+    return {float(t): {int(seed): float(v) for seed, v in seeds.items()} for t, seeds in confirmation.get("val_top1", {}).items()}
 
 
 def claim_ece(inputs: Inputs) -> Claim:

@@ -3,7 +3,7 @@
 from matplotlib.figure import Figure
 
 from pipeline.report.figures import LABELS
-from pipeline.report.verdicts import Evidence, mean_std
+from pipeline.report.verdicts import Evidence, PairedInterval, mean_std
 
 Section = tuple[list[str], dict[str, Figure]]
 """A section's markdown lines and its figures by name (reports/figures/<name>.png)."""
@@ -38,6 +38,15 @@ def versus(evidence: Evidence, method: str, scale: float, digits: int) -> str:
     supcon, ce = evidence.supcon, evidence.ce
     both = f"{label(method)} {stat(list(supcon.values()), scale, digits)} vs CE {stat(list(ce.values()), scale, digits)}"
     return f"{both}; seeds {seeds_of(supcon)} / {seeds_of(ce)}"
+
+
+def paired(interval: PairedInterval | None, method: str, scale: float, digits: int) -> str:
+    """'; paired SupCon − CE +0.54 [+0.31, +0.77] points (n=3, 95% t)', or '' without an interval
+    (too few pairs or a diverged run: the verdict's reason says which)."""
+    if interval is None:
+        return ""
+    low, high = (f"{scale * bound:+.{digits}f}" for bound in (interval.low, interval.high))
+    return f"; paired {label(method)} − CE {scale * interval.mean:+.{digits}f} [{low}, {high}] points (n={interval.n}, 95% t)"
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:

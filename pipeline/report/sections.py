@@ -3,18 +3,24 @@ a section that names the stage to run. Each returns its markdown lines and the f
 
 from pipeline import figures
 from pipeline.report import figures as report_figures
-from pipeline.report.claims import Claim
+from pipeline.report.claims import REPORTED, Claim
 from pipeline.report.inputs import CURVE_STAGES, Inputs, best_value, contrastive_method, reduced_top1, severities, swept_key
 from pipeline.report.markdown import NO_SWEEP, Section, distinct, label, not_run, seeds_of, stat, table
-from pipeline.report.verdicts import HELD, MIN_SEEDS, NOT_ENOUGH, mean_std
+from pipeline.report.verdicts import DID_NOT_HOLD, HELD, MIN_SEEDS, NOT_ENOUGH, mean_std
 
 
 def claims_section(rows: list[Claim]) -> Section:
     body = [[row.claim, row.paper, row.measured, f"**{row.verdict}**: {row.reason}"] for row in rows]
+    judged = sum(row.verdict != REPORTED for row in rows)
     intro = (
-        f"Verdicts from the values per seed: **{HELD}** or **did not hold** when the mean difference is larger than the seed spread "
-        f"(the larger sample std, ddof=1), **{NOT_ENOUGH}** with fewer than {MIN_SEEDS} seeds per method or a difference within the spread. "
-        "Raw values are compared, never rounded ones."
+        f"Each verdict is read from the 95% t-interval of the per-seed paired difference (SupCon minus CE, same training seed; "
+        "for temperature, each T minus T = 0.1 against a 0.5-point margin): "
+        f"**{HELD}** when it lies entirely on SupCon's side of 0, **{DID_NOT_HOLD}** when entirely on CE's side, **{NOT_ENOUGH}** "
+        f"when it touches or crosses 0 or with fewer than {MIN_SEEDS} seed pairs; raw values are compared, never rounded ones. "
+        "The interval covers training variance on this one test set, not test-set sampling: that ± would go beside it, but the "
+        "metrics files record no test-image count, so none is shown. "
+        f"The table's {judged} claims are judged at once with no multiple-comparison correction: at 95% each, up to about "
+        f"0.05 × {judged} = {0.05 * judged:.2g} false verdicts are expected by chance."
     )
     return ["## Claims", "", intro, "", *table(["claim", "paper", "measured here (with seeds)", "verdict"], body)], {}
 
