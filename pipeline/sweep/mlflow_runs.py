@@ -15,6 +15,7 @@ from pipeline.config_schema import flatten
 
 END_STATUS = {"finished": "FINISHED", "stopped early": "KILLED", "failed": "FAILED", "interrupted": "KILLED"}
 _BATCH = 100  # MLflow's cap on params per log_batch
+_METRICS_BATCH = 1000  # and on metrics
 
 
 class SweepRuns:
@@ -41,9 +42,11 @@ class SweepRuns:
         return self.parent_id
 
     def start_trial(self, number: int, values: Mapping[str, Any], *, tags: Mapping[str, str]) -> str:
-        run = self.client.create_run(
-            self.experiment_id, run_name=f"trial-{number}", tags={"mlflow.parentRunId": self.parent_id, "sweep.trial": str(number), **tags}
-        )
+        return self.start_child(f"trial-{number}", values, tags={"sweep.trial": str(number), **tags})
+
+    def start_child(self, name: str, values: Mapping[str, Any], *, tags: Mapping[str, str]) -> str:
+        """A child run of the parent: a trial, or one (temperature, seed) run of a confirmation."""
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={"mlflow.parentRunId": self.parent_id, **tags})
         self._params(run.info.run_id, values)
         return run.info.run_id
 
@@ -53,6 +56,16 @@ class SweepRuns:
         now = int(time.time() * 1000)
         batch = [Metric(key, float(value), now, epoch) for key, value in metrics.items()]
         self.client.log_batch(run_id, metrics=batch)
+
+    def log_history(self, run_id: str, rows: list[Mapping[str, float]]) -> None:
+        """History rows (each with its `epoch`) at step = epoch, in as few requests as MLflow takes:
+        a full-length run hands over the epochs since its last checkpoint at once."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, int(row["epoch"])) for row in rows for key, value in row.items() if key != "epoch"]
+        for start in range(0, len(batch), _METRICS_BATCH):
+            self.client.log_batch(run_id, metrics=batch[start : start + _METRICS_BATCH])
 
     def end_trial(self, run_id: str, state: str, error: str = "") -> None:
         self.client.set_tag(run_id, "sweep.end_state", state)
