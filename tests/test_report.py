@@ -124,7 +124,7 @@ def test_report_with_every_input_gives_tables_verdicts_figures_and_one_mlflow_ru
     assert "| cross-entropy | 85.81 ± 1.00 (n=3) | 0.0373 ± 0.0000 (n=3) | 0, 1, 2 |" in summary
     assert "pretraining 27,000 × 2 × 6 = 324,000; probe 27,000 × 1 × 30 = 810,000 on frozen features" in summary
     assert "27,000 × 1 × 6 = 162,000" in summary
-    assert "best val top-1 epoch (epoch 29 of 30)" in summary and "final epoch (6): metrics/train_ce.json has no best_epoch" in summary
+    assert "best val top-1 epoch (epoch 29 of 30)" in summary and "final epoch (6; no val split, so no selection)" in summary
     # claims: the main comparison's seeds move both methods alike (±1 point) while SupCon is 0.54
     # points ahead on each, so paired by seed it holds; one seed of robustness is not enough; the
     # reduced-data cells have three seeds each; the newest sweep has one seed per trial: it ranks only
@@ -245,3 +245,13 @@ def test_temperature_claim_ranks_from_a_one_seed_sweep_and_judges_only_confirmat
     assert confirmed.measured.endswith("; confirmed at T = 0.1, 0.3684, 0.83")
     assert judged({"val_top1": {"0.1": reference, "0.3684": beyond}, "stopped": []}).verdict == DID_NOT_HOLD
     assert judged({"val_top1": {"0.1": reference, "0.3684": {"0": 0.9}}}).verdict == NOT_ENOUGH  # one seed of 0.3684
+
+
+def test_without_a_val_split_the_selection_rules_say_final_epoch_and_name_no_file():
+    """The presets' protocol (data.val_fraction 0): no best_epoch in either metrics file."""
+    from pipeline.report.main_table import ce_rule, probe_rule
+
+    runs = {0: {"epochs": 90}, 1: {"epochs": 90}}
+    assert probe_rule(runs) == "probe: final epoch (90; no val split, so no selection); encoder: final pretraining epoch"
+    assert ce_rule(runs) == "final epoch (90; no val split, so no selection)"
+    assert probe_rule({0: {"epochs": 30, "best_epoch": 29}}) == "probe: best val top-1 epoch (epoch 29 of 30); encoder: final pretraining epoch"

@@ -36,12 +36,21 @@ def supcon_compute(inputs: Inputs, views: int) -> str:
     return f"{pretrain}; probe {distinct(compute(run, 1) for run in inputs.supcon.values())} on frozen features"
 
 
+# A run without best_epoch had no val split to select on (the presets' protocol: data.val_fraction 0).
+NO_VAL = "no val split, so no selection"
+
+
 def probe_rule(runs: dict[int, dict]) -> str:
-    epochs = distinct(f"epoch {r['best_epoch']} of {r.get('epochs', '?')}" if "best_epoch" in r else "final epoch (no best_epoch recorded)" for r in runs.values())
-    return f"probe: best val top-1 epoch ({epochs}); encoder: final pretraining epoch"
+    if all("best_epoch" in r for r in runs.values()):
+        return "probe: best val top-1 epoch (" + distinct(f"epoch {r['best_epoch']} of {r.get('epochs', '?')}" for r in runs.values()) + "); encoder: final pretraining epoch"
+    return f"probe: final epoch ({final_epochs(runs)}; {NO_VAL}); encoder: final pretraining epoch"
 
 
 def ce_rule(runs: dict[int, dict]) -> str:
     if all("best_epoch" in r for r in runs.values()):
         return "selected on val: " + distinct(f"epoch {r['best_epoch']} of {r.get('epochs', '?')}" for r in runs.values())
-    return "final epoch (" + distinct(str(r.get("epochs", "?")) for r in runs.values()) + "): metrics/train_ce.json has no best_epoch, so no val selection"
+    return f"final epoch ({final_epochs(runs)}; {NO_VAL})"
+
+
+def final_epochs(runs: dict[int, dict]) -> str:
+    return distinct(str(r.get("epochs", "?")) for r in runs.values())
