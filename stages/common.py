@@ -96,7 +96,8 @@ class StageJob:
         """Test metrics of `predictor` (uint8 images -> logits), read once; logs the confusion matrix."""
         logits = predict(predictor, self.data.test.images, preprocess=lambda images: images, device=self.device)
         log_confusion(self.run, confusion_matrix(logits, self.data.test.labels), self.data.class_names, self.output)
-        return classification_metrics(logits, self.data.test.labels, "test")
+        # test/images: the report's test-set ± (binomial) needs how many images each top-1 is over.
+        return classification_metrics(logits, self.data.test.labels, "test") | {"test/images": len(self.data.test.labels)}
 
     def log_model(self, predictor: nn.Module) -> None:
         """The trained model (uint8 images -> logits) as the run's MLflow model `model`, traced

@@ -111,6 +111,8 @@ def test_a_cell_writes_what_dvc_declares_loads_the_store_once_and_records_what_r
     result = json.loads(Path(outs[1]).read_text())
     # 160 images, batch 16: 10 steps an epoch; 4 steps -> the minimum epoch; the probe: linear.epochs 2.
     assert result["cell"] == "supcon-1-seed0" and result["fraction"] == 1
+    manifest = json.loads(next(Path("data/prepared").glob("*/manifest.json")).read_text())
+    assert result["test/images"] == manifest["split_sizes"]["test"]  # what the report's test-set ± is over
     budget = result["budget"]
     # The cell's compute is pretraining and probe; the metrics' train/time_s is the probe's alone.
     assert budget["time_s"] == pytest.approx(budget["pretrain_time_s"] + budget["probe_time_s"]) and budget["pretrain_time_s"] > 0

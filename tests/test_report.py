@@ -89,8 +89,8 @@ def write_main(root: Path, spread: float = 0.0, seeds: tuple[int, ...] = (0,)) -
     """The main comparison per seed: SupCon 86.35 and CE 85.81 on average, each seed `spread` apart."""
     for seed in seeds:
         shift = spread * (seed - (len(seeds) - 1) / 2)
-        write(root / f"metrics/seeds/{seed}/linear_eval.json", {"test/top1": 0.8635 + shift, "test/ece": 0.007021, "method": "supcon", "best_epoch": 29, "train_images": 27000, "epochs": 30, "mlflow_run_id": "probe-run"})
-        write(root / f"metrics/seeds/{seed}/train_ce.json", {"test/top1": 0.8581 + shift, "test/ece": 0.037334, "epochs": 6, "train_images": 27000, "mlflow_run_id": "ce-run"})
+        write(root / f"metrics/seeds/{seed}/linear_eval.json", {"test/top1": 0.8635 + shift, "test/ece": 0.007021, "test/images": 10000, "method": "supcon", "best_epoch": 29, "train_images": 27000, "epochs": 30, "mlflow_run_id": "probe-run"})
+        write(root / f"metrics/seeds/{seed}/train_ce.json", {"test/top1": 0.8581 + shift, "test/ece": 0.037334, "test/images": 10000, "epochs": 6, "train_images": 27000, "mlflow_run_id": "ce-run"})
         write(root / f"metrics/seeds/{seed}/pretrain_supcon.json", {"epochs": 6, "train_images": 27000, "val/knn_top1": 0.877, "mlflow_run_id": "pretrain-run"})
 
 
@@ -141,7 +141,9 @@ def test_report_with_every_input_gives_tables_verdicts_figures_and_one_mlflow_ru
     assert "**not enough evidence**: a one-seed sweep ranks temperatures (best T = 0.1)" in temperature and "sweep-new" in temperature
     # the intro says how verdicts are made, what the interval covers, and how many claims were tested
     assert "95% t-interval of the per-seed paired difference (SupCon minus CE, same training seed" in summary
-    assert "not test-set sampling" in summary and "record no test-image count" in summary
+    assert "not test-set sampling" in summary
+    # the widest test-set ± of the six accuracies: CE's 84.81 on 10,000 images, 2 sqrt(.8481 x .1519 / 10,000) = 0.72 points
+    assert "test-set ±0.72 points (2 binomial SE, 10,000 images)" in claim_row(summary, "SupCon (linear eval) top-1 ≥ CE top-1")
     assert "The table's 6 claims are judged at once with no multiple-comparison correction: at 95% each, up to about 0.05 × 6 = 0.3 false verdicts" in summary
     assert "reported, no claim" in claim_row(summary, "ECE by severity")
     assert "supcon: ≥ 100 steps, 20 epochs (probe 10), 25,600 images seen; ce: ≥ 100 steps, 20 epochs, 25,600 images seen" in summary
@@ -255,3 +257,12 @@ def test_without_a_val_split_the_selection_rules_say_final_epoch_and_name_no_fil
     assert probe_rule(runs) == "probe: final epoch (90; no val split, so no selection); encoder: final pretraining epoch"
     assert ce_rule(runs) == "final epoch (90; no val split, so no selection)"
     assert probe_rule({0: {"epochs": 30, "best_epoch": 29}}) == "probe: best val top-1 epoch (epoch 29 of 30); encoder: final pretraining epoch"
+
+
+def test_the_test_set_noise_is_two_binomial_standard_errors_of_the_widest_accuracy():
+    from pipeline.report.markdown import test_set_noise
+
+    # 2 sqrt(0.5 x 0.5 / 10,000) = 0.01: 1.00 point; 2 sqrt(0.9 x 0.1 / 10,000) = 0.6 points
+    assert test_set_noise([{"test/top1": 0.9, "test/images": 10000}, {"test/top1": 0.5, "test/images": 10000}]) == "; test-set ±1.00 points (2 binomial SE, 10,000 images)"
+    assert test_set_noise([{"test/top1": 0.9, "test/images": 10000}, {"test/top1": 0.5}]) == ""  # a file without the count: none shown
+    assert test_set_noise([{"test/top1": 0.9, "test/images": 100}, {"test/top1": 0.9, "test/images": 400}]) == ""  # different test sets

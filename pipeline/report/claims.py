@@ -4,7 +4,7 @@ the paired interval), and a verdict from pipeline.report.verdicts on the raw val
 from dataclasses import dataclass
 
 from pipeline.report.inputs import Inputs, best_value, contrastive_method, reduced_top1, severities, swept_key
-from pipeline.report.markdown import NO_SWEEP, label, not_run, paired, versus
+from pipeline.report.markdown import NO_SWEEP, label, not_run, paired, test_set_noise, versus
 from pipeline.report.verdicts import MIN_SEEDS, NOT_ENOUGH, Evidence, temperature_verdict
 
 REPORTED = "reported, no claim"
@@ -33,6 +33,7 @@ def claim_top1(inputs: Inputs) -> Claim:
         result, reason = NOT_ENOUGH, f"this run's contrastive method is {inputs.method}; the claim is about supcon"
     paper = "CIFAR-10 96.0 vs 95.0; CIFAR-100 76.5 vs 75.3; ImageNet 78.7 vs 78.2 (ResNet-50)"
     measured = versus(evidence, inputs.method, 100, 2) + " (top-1 %)" + paired(interval, inputs.method, 100, 2)
+    measured += test_set_noise([*inputs.supcon.values(), *inputs.ce.values()])
     return Claim("top1", "SupCon (linear eval) top-1 ≥ CE top-1", paper, measured, result, reason)
 
 
@@ -50,6 +51,7 @@ def claims_reduced(inputs: Inputs) -> list[Claim]:
             result, reason = NOT_ENOUGH, f"the cells trained {method}; the claim is about supcon"
         claim = f"SupCon beats CE with {100 * fraction:g}% of the labels"
         measured = versus(evidence, method, 100, 2) + " (top-1 %)" + paired(interval, method, 100, 2)
+        measured += test_set_noise([cell for cell in inputs.reduced if cell["fraction"] == fraction])
         rows.append(Claim(f"reduced_{fraction:g}", claim, paper, measured, result, reason))
     return rows
 

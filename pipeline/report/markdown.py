@@ -3,7 +3,7 @@
 from matplotlib.figure import Figure
 
 from pipeline.report.figures import LABELS
-from pipeline.report.verdicts import Evidence, PairedInterval, mean_std
+from pipeline.report.verdicts import Evidence, PairedInterval, mean_std, top1_sampling_half_width
 
 Section = tuple[list[str], dict[str, Figure]]
 """A section's markdown lines and its figures by name (reports/figures/<name>.png)."""
@@ -47,6 +47,18 @@ def paired(interval: PairedInterval | None, method: str, scale: float, digits: i
         return ""
     low, high = (f"{scale * bound:+.{digits}f}" for bound in (interval.low, interval.high))
     return f"; paired {label(method)} − CE {scale * interval.mean:+.{digits}f} [{low}, {high}] points (n={interval.n}, 95% t)"
+
+
+def test_set_noise(runs) -> str:
+    """'; test-set ±0.68 points (2 binomial SE, 10,000 images)' for accuracies scored on the same
+    number of test images, or '' when a metrics file does not record it. The seed interval cannot
+    show this: another test set of that size would move every run's top-1 by about as much."""
+    counts = {int(run["test/images"]) for run in runs if "test/images" in run}
+    if len(counts) != 1 or any("test/images" not in run for run in runs):
+        return ""
+    (images,) = counts
+    widest = max(top1_sampling_half_width(float(run["test/top1"]), images) for run in runs)
+    return f"; test-set ±{100 * widest:.2f} points (2 binomial SE, {images:,} images)"
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -17,8 +17,8 @@ def claims_section(rows: list[Claim]) -> Section:
         "for temperature, each T minus T = 0.1 against a 0.5-point margin): "
         f"**{HELD}** when it lies entirely on SupCon's side of 0, **{DID_NOT_HOLD}** when entirely on CE's side, **{NOT_ENOUGH}** "
         f"when it touches or crosses 0 or with fewer than {MIN_SEEDS} seed pairs; raw values are compared, never rounded ones. "
-        "The interval covers training variance on this one test set, not test-set sampling: that ± would go beside it, but the "
-        "metrics files record no test-image count, so none is shown. "
+        "The interval covers training variance on this one test set, not test-set sampling: the test-set ± beside a top-1 "
+        "(two binomial standard errors of the widest accuracy) is how far another test set of that size would move each run. "
         f"The table's {judged} claims are judged at once with no multiple-comparison correction: at 95% each, up to about "
         f"0.05 × {judged} = {0.05 * judged:.2g} false verdicts are expected by chance."
     )
