@@ -149,10 +149,10 @@ def test_report_with_every_input_gives_tables_verdicts_figures_and_one_mlflow_ru
     assert "supcon: ≥ 100 steps, 20 epochs (probe 10), 25,600 images seen; ce: ≥ 100 steps, 20 epochs, 25,600 images seen" in summary
     assert "61.00 ± 1.00 (n=3)" in summary and "51.00 ± 1.00 (n=3)" in summary and "| +10.00 |" in summary
     # robustness and sweep sections name their baseline and run
-    assert "Baseline of CE and mCE: this pipeline's CE model (train_ce)" in summary and "| mCE (%) | 95.0 (n=1) | 100.0 (n=1) |" in summary
+    assert "Baseline of CE and mCE: this pipeline's CE model (train_ce)" in summary and "| mCE (%; normalised by this pipeline's CE, not AlexNet) | 95.0 (n=1) | 100.0 (n=1) |" in summary
     assert "MLflow run sweep-new, 2025-02-01T10:00:00, commit abc123" in summary
     assert "not run yet" not in summary and "no sweep yet" not in summary
-    names = {"accuracy_vs_fraction", "robustness_by_severity", "sweep", "training_curves"}
+    names = {"accuracy_vs_fraction", "robustness_by_severity", "robustness_degradation", "sweep", "training_curves"}
     for name in names:
         assert (project / f"reports/figures/{name}.png").read_bytes()[:4] == b"\x89PNG"
         assert f"(figures/{name}.png)" in summary

@@ -1,6 +1,7 @@
 """The report's figures, from values already read: accuracy against labelled fraction, training
-curves of every stage on shared axes, a sweep's objective against its parameter. Robustness by
-severity is pipeline.figures.robustness_by_severity (the robustness stage's own figure).
+curves of every stage on shared axes, a sweep's objective against its parameter, SupCon's minus
+CE's degradation per corruption. Robustness by severity is pipeline.figures.robustness_by_severity
+(the robustness stage's own figure).
 """
 
 from collections.abc import Mapping, Sequence
@@ -14,6 +15,8 @@ from pipeline.report.verdicts import mean_std
 
 LABELS = {"supcon": "SupCon", "simclr": "SimCLR", "ce": "cross-entropy"}
 MAX_TICKS = 6
+MAX_HEIGHT = 7.0
+"""Inches: a figure with one row per item stops growing here (ImageNet-C's 19 corruptions fit)."""
 
 
 def accuracy_vs_fraction(top1: Mapping[str, Mapping[float, Sequence[float]]], dataset: str) -> Figure:
@@ -78,6 +81,33 @@ def sweep_objective(values: Sequence, objectives: Sequence[float], *, parameter:
     axis.set_xlabel(parameter)
     axis.set_ylabel(objective)
     axis.set_title(f"sweep over {parameter}")
+    figure.tight_layout()
+    return figure
+
+
+def degradation_difference(names: Sequence[str], differences: Sequence[float], intervals: Sequence[tuple[float, float] | None], method: str) -> Figure:
+    """SupCon's minus CE's degradation per corruption (points; degradation = mean error over
+    severities minus clean error), one horizontal bar each, mean over seeds, with the 95% t-interval
+    of the paired differences as a whisker where there is one. Left of 0: SupCon degrades less.
+
+    intervals: (low, high) in points per corruption, or None (fewer than two seed pairs).
+    """
+    name = LABELS.get(method, method)
+    figure, axis = plt.subplots(figsize=(6, min(MAX_HEIGHT, max(2.5, 1.4 + 0.3 * len(names)))))
+    rows = range(len(names))
+    axis.barh(rows, differences, color=["tab:blue" if d < 0 else "tab:orange" for d in differences])
+    whiskers = [(row, mean, bounds) for row, mean, bounds in zip(rows, differences, intervals) if bounds is not None]
+    if whiskers:
+        at, means, bounds = zip(*whiskers)
+        below, above = [m - low for m, (low, _) in zip(means, bounds)], [high - m for m, (_, high) in zip(means, bounds)]
+        axis.errorbar(means, at, xerr=[below, above], fmt="none", ecolor="black", capsize=3, label="95% t-interval over seeds")
+        axis.legend(fontsize=7)
+    pairs = "paired by seed" if whiskers else "one seed pair: no interval"
+    axis.axvline(0, color="grey", linewidth=0.8)
+    axis.set_yticks(list(rows), names, fontsize=8)
+    axis.invert_yaxis()  # the table's order, top to bottom
+    axis.set_xlabel(f"{name} − CE degradation (points); < 0: {name} degrades less")
+    axis.set_title(f"SupCon − CE degradation per corruption\n({pairs})", fontsize=10)
     figure.tight_layout()
     return figure
 

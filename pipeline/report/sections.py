@@ -1,11 +1,17 @@
 """The report's sections after the main comparison, each from optional inputs: a missing input gives
 a section that names the stage to run. Each returns its markdown lines and the figures it links."""
 
+import math
+from statistics import fmean
+
+from matplotlib.figure import Figure
+
 from pipeline import figures
 from pipeline.report import figures as report_figures
 from pipeline.report.claims import REPORTED, Claim
-from pipeline.report.inputs import CURVE_STAGES, Inputs, best_value, contrastive_method, reduced_top1, severities, swept_key
+from pipeline.report.inputs import CURVE_STAGES, Inputs, best_value, contrastive_method, reduced_top1, swept_key
 from pipeline.report.markdown import NO_SWEEP, Section, distinct, label, not_run, seeds_of, stat, table
+from pipeline.report.robustness_view import MODELS, Degradation, RelativeMCE, ScoredRun, degradations, per_seed, readable_runs, relative_mce, shared_corruptions, shared_severities
 from pipeline.report.verdicts import DID_NOT_HOLD, HELD, MIN_SEEDS, NOT_ENOUGH, mean_std
 
 
@@ -58,32 +64,120 @@ def budgets(cells: list[dict]) -> str:
 
 
 def robustness_section(inputs: Inputs) -> Section:
+    """Numbers that mean the same on every dataset (pipeline.report.robustness_view), then the stored
+    mCE with the baseline it was normalised by. A robustness.json too old for the tables is named in
+    a note, never an error."""
     title = "## Robustness to corruptions"
     if not inputs.robustness:
         return [title, "", not_run("robustness")], {}
-    seed, run = min(inputs.robustness.items())  # the per-severity table and figure show one run
-    name = label(inputs.method)
-    intro = (
-        f"{run.get('source', '?')}, {run.get('images_per_cell', '?')} images per cell, seeds {seeds_of(inputs.robustness)}. "
-        f"Baseline of CE and mCE: {run.get('baseline', '?')}."
-    )
-    note = ["", run["mCE_note"]] if "mCE_note" in run else []
-    lines = [title, "", intro, *note, "", *table(["", name, "CE"], robustness_summary(list(inputs.robustness.values())))]
-    by_level = [
-        [level, *(f"{100 * run[m]['by_severity'][level]['top1']:.2f}" for m in ("supcon", "ce")), *(f"{run[m]['by_severity'][level]['ece']:.4f}" for m in ("supcon", "ce"))]
-        for level in severities(run)
+    runs, left_out = readable_runs(inputs.robustness)
+    first = inputs.robustness[min(inputs.robustness)]
+    intro = f"{first.get('source', '?')}, {first.get('images_per_cell', '?')} images per cell, seeds {seeds_of(inputs.robustness)}. {baseline_sentence(first)}"
+    head = [title, "", intro, *(line for note in (first.get("mCE_note"), left_out) if note for line in ("", str(note)))]
+    if not runs:
+        return head, {}
+    corruptions = shared_corruptions(runs)
+    if not corruptions:
+        return [*head, "", "No corruption was scored on both models of every readable run: nothing to average."], {}
+    body, drawn = robustness_tables(inputs, runs, corruptions)
+    return head + body, drawn
+
+
+def robustness_tables(inputs: Inputs, runs: dict[int, ScoredRun], corruptions: list[str]) -> Section:
+    name, relative, rows = label(inputs.method), relative_mce(runs, corruptions), degradations(runs, corruptions)
+    lines = ["", f"Mean ± std over seeds {seeds_of(runs)}; the unnormalised top-1 errors first, as CIFAR-10-C papers report them:", ""]
+    lines += [*table(["", name, "CE"], robustness_summary(runs, list(inputs.robustness.values()), corruptions, relative)), "", relative_mce_rule(runs, relative, name)]
+    lines += ["", "Top-1 and ECE by severity (0 = clean), mean ± std over seeds:", "", *table(["severity", f"{name} top-1 (%)", "CE top-1 (%)", f"{name} ECE", "CE ECE"], severity_rows(runs))]
+    seed = min(runs)
+    lines += ["", f"![robustness by severity, seed {seed}](figures/robustness_by_severity.png)", "", degradation_intro(name), ""]
+    header = ["corruption", f"{name} degradation (points)", "CE degradation (points)", f"{name} − CE (points) [95% t]", f"{name} relative CE (%)"]
+    lines += [*table(header, [degradation_row(row, relative) for row in rows]), "", "![degradation per corruption](figures/robustness_degradation.png)"]
+    drawn = {"robustness_by_severity": figures.robustness_by_severity(inputs.robustness[seed], name), "robustness_degradation": degradation_figure(rows, inputs.method)}
+    return lines, drawn
+
+
+def baseline_sentence(run: dict) -> str:
+    """The stored CE's and mCE's normaliser, and what it means when it is not AlexNet's published errors."""
+    baseline = str(run.get("baseline", "?"))
+    if "AlexNet" in baseline:
+        return f"Baseline of CE and mCE: {baseline}, as published."
+    return f"Baseline of CE and mCE: {baseline}; not AlexNet, so the stored mCE compares with no published one."
+
+
+def robustness_summary(runs: dict[int, ScoredRun], stored: list[dict], corruptions: list[str], relative: RelativeMCE) -> list[list[str]]:
+    """Mean corruption error over `corruptions`, clean error, relative mCE against this pipeline's
+    CE over the kept ones, then the mCE the stage stored with its baseline (percent, over seeds)."""
+    cells = distinct(str(len(run.supcon.errors[c])) for run in runs.values() for c in corruptions)
+    mean_error = [stat(per_seed(runs, m, lambda s: s.mean_corruption_error(corruptions)), 100, 2) for m in MODELS]
+    clean = [stat(per_seed(runs, m, lambda s: s.clean_error), 100, 2) for m in MODELS]
+    kept = stat(list(relative.per_seed.values()), 1, 1) if relative.kept else "— (no corruption kept)"
+    return [
+        [f"mean corruption error (%; {len(corruptions)} corruptions × {cells} severities)", *mean_error],
+        ["clean error (%)", *clean],
+        [f"relative mCE against this pipeline's CE (%; {len(relative.kept)} of {len(corruptions)} corruptions)", kept, "100 by construction"],
+        *stored_mce_rows(stored),
     ]
-    lines += ["", f"Top-1 and ECE by severity (0 = clean), seed {seed}:", ""]
-    lines += [*table(["severity", f"{name} top-1 (%)", "CE top-1 (%)", f"{name} ECE", "CE ECE"], by_level), "", "![robustness by severity](figures/robustness_by_severity.png)"]
-    return lines, {"robustness_by_severity": figures.robustness_by_severity(run, name)}
 
 
-def robustness_summary(runs: list[dict]) -> list[list[str]]:
-    """Clean error, mCE and relative mCE of both models over the robustness runs (percent)."""
-    rows = [["clean error (%)", *(stat([100 * r[m]["clean_error"] for r in runs], 1, 2) for m in ("supcon", "ce"))]]
-    for key in ("mCE", "relative_mCE"):
-        rows.append([f"{key} (%)", *(stat([r[m][key] for r in runs], 1, 1) if all(key in r[m] for r in runs) else "not computed" for m in ("supcon", "ce"))])
+def stored_mce_rows(stored: list[dict]) -> list[list[str]]:
+    """The stage's mCE (and, against AlexNet, its relative mCE), labelled with their normaliser.
+    Against this pipeline's CE the stored relative mCE is left out: relative_mce_rule's replaces it."""
+    alexnet = all("AlexNet" in str(run.get("baseline", "")) for run in stored)
+    keys, against = (("mCE", "relative_mCE"), "AlexNet") if alexnet else (("mCE",), "this pipeline's CE, not AlexNet")
+    rows = []
+    for key in keys:
+        values = {m: [run[m][key] for run in stored if isinstance(run.get(m), dict) and is_finite(run[m].get(key))] for m in MODELS}
+        rows.append([f"{key} (%; normalised by {against})", *(stat(values[m], 1, 1) if len(values[m]) == len(stored) else "not computed" for m in MODELS)])
     return rows
+
+
+def is_finite(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def relative_mce_rule(runs: dict[int, ScoredRun], relative: RelativeMCE, name: str) -> str:
+    images = min(run.images_per_cell for run in runs.values())
+    excluded = "; ".join(f"{name} ({why})" for name, why in relative.excluded.items()) or "none"
+    return (
+        f"Relative CE_c = Σ_s (E_c,s − E_clean) / Σ_s (E^CE_c,s − E^CE_clean), {name} over the CE model of the same seed; "
+        f"relative mCE averages it only over corruptions whose CE degradation e_c − e_0, pooled over CE seeds {seeds_of(runs)}, "
+        f"exceeds the test-set noise 2·√(e_c(1 − e_c)/N + e_0(1 − e_0)/N), N = {images:,} images per cell. "
+        f"Excluded, on every seed alike: {excluded}."
+    )
+
+
+def severity_rows(runs: dict[int, ScoredRun]) -> list[list[str]]:
+    def over_seeds(model: str, level: int, key: str, scale: float, digits: int) -> str:
+        return stat(per_seed(runs, model, lambda s: s.by_severity[level][key]), scale, digits)
+
+    return [[level, *(over_seeds(m, level, "top1", 100, 2) for m in MODELS), *(over_seeds(m, level, "ece", 1, 4) for m in MODELS)] for level in shared_severities(runs)]
+
+
+def degradation_intro(name: str) -> str:
+    return (
+        "Degradation on a corruption = mean top-1 error over its severities minus the clean error (points), mean ± std over seeds; "
+        f"{name} − CE is the per-seed paired difference (same training seed) with its 95% t-interval; below 0, {name} degrades less. "
+        "Relative CE is not shown for a corruption excluded above."
+    )
+
+
+def degradation_row(row: Degradation, relative: RelativeMCE) -> list[str]:
+    values = (stat(list(side.values()), 100, 2) for side in (row.supcon, row.ce))
+    if row.interval is None:
+        difference = f"{100 * fmean(row.difference.values()):+.2f} ({len(row.difference)} pair: no interval)"
+    else:
+        difference = f"{100 * row.interval.mean:+.2f} [{100 * row.interval.low:+.2f}, {100 * row.interval.high:+.2f}] (n={row.interval.n})"
+    if row.corruption in relative.excluded:
+        ratio = "excluded"
+    else:
+        ratio = stat([by_name[row.corruption] for by_name in relative.relative_ce.values()], 1, 1)
+    return [row.corruption, *values, difference, ratio]
+
+
+def degradation_figure(rows: list[Degradation], method: str) -> Figure:
+    means = [100 * fmean(row.difference.values()) for row in rows]
+    intervals = [(100 * row.interval.low, 100 * row.interval.high) if row.interval else None for row in rows]
+    return report_figures.degradation_difference([row.corruption for row in rows], means, intervals, method)
 
 
 def sweep_section(inputs: Inputs) -> Section:
