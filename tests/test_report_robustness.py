@@ -162,3 +162,32 @@ def test_the_stored_mce_is_labelled_with_its_normaliser():
     assert "not AlexNet, so the stored mCE compares with no published one" in own
     assert row(own, "mCE (%; normalised by this pipeline's CE, not AlexNet)").endswith("| 67.2 (n=1) | 68.6 (n=1) |")
     assert "relative_mCE (%" not in own  # the ill-conditioned stored one: replaced by the row over kept corruptions
+
+
+def mce_claim(robustness: dict[int, dict]):
+    from pipeline.report.claims import claim_mce
+
+    return claim_mce(Inputs(supcon={0: {"method": "supcon"}}, ce={}, pretrain={}, robustness=robustness, reduced=[], sweeps=[], curves={}))
+
+
+def test_the_mce_claim_against_own_ce_pairs_the_mean_corruption_error_by_seed():
+    # Mean corruption errors (fog, snow; 1 severity): SupCon 0.30, 0.32, 0.31; CE 0.35, 0.36, 0.38.
+    # Differences -0.05, -0.04, -0.07: mean -0.05333, s = 0.015275, half-width 4.3027 x s / sqrt(3) = 0.037945
+    # -> [-0.09128, -0.01539]: entirely below 0, so SupCon's error is lower: held.
+    supcon = {0: 0.30, 1: 0.32, 2: 0.31}
+    ce = {0: 0.35, 1: 0.36, 2: 0.38}
+    runs = {seed: run(model(0.1, {"fog": [supcon[seed] - 0.01], "snow": [supcon[seed] + 0.01]}, mCE=90.0), model(0.1, {"fog": [ce[seed]], "snow": [ce[seed]]}, mCE=100.0)) for seed in supcon}
+    claim = mce_claim(runs)
+    assert claim.verdict == "held", claim
+    assert "SupCon 31.00 ± 1.00 (n=3) vs CE 36.33 ± 1.53 (n=3)" in claim.measured and "over 2 corruptions" in claim.measured
+    assert "−5.33 [−9.13, −1.54]" in claim.measured.replace("-", "−") or "-5.33 [-9.13, -1.54]" in claim.measured, claim.measured
+    # One seed where SupCon degrades more: differences -0.05, -0.04, +0.03 -> the interval crosses 0.
+    runs[2] = run(model(0.1, {"fog": [0.40], "snow": [0.42]}), model(0.1, {"fog": [0.38], "snow": [0.38]}))
+    assert mce_claim(runs).verdict == "not enough evidence"
+
+
+def test_the_mce_claim_on_imagenet_c_uses_the_alexnet_normalised_mce():
+    # Stored mCE: SupCon 70, 71, 72 vs CE 80, 80, 80: differences -10, -9, -8, interval [-12.48, -5.52]: held.
+    runs = {seed: {**run(model(0.1, {"fog": [0.5]}, mCE=70.0 + seed), model(0.1, {"fog": [0.5]}, mCE=80.0), baseline=ALEXNET), "source": "imagenet-c"} for seed in range(3)}
+    claim = mce_claim(runs)
+    assert claim.verdict == "held" and "AlexNet-normalised" in claim.measured and "SupCon 71.0 ± 1.0 (n=3) vs CE 80.0" in claim.measured, claim
