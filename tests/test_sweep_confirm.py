@@ -195,15 +195,51 @@ def test_an_interrupted_confirmation_keeps_the_old_summary_and_continues(project
     assert sum(c.data.tags["sweep.end_state"] == "finished" for c in children) == 6
 
 
+def test_the_main_comparisons_runs_at_params_temperature_are_taken_when_dvc_says_they_are_up_to_date(project, tmp_path, monkeypatch):
+    """T = params' 0.1: seeds 0 and 1 come from metrics/seeds/<seed>/ (DVC: up to date), seed 2
+    (DVC: stale) is trained, as is every run of 0.35; a folder without DVC is never up to date."""
+    from pipeline.sweep import confirm_reuse, confirm_train
+    from pipeline.sweep.confirm import ConfirmSpec, run_confirmation
+
+    folder = copy_of(project, tmp_path)
+    monkeypatch.chdir(folder)
+    for seed, value in ((0, 0.777), (1, 0.755), (2, 0.744)):
+        (folder / f"metrics/seeds/{seed}").mkdir(parents=True)
+        (folder / f"metrics/seeds/{seed}/linear_eval.json").write_text(json.dumps({"val/top1_best": value, "best_epoch": 2, "train/time_s": 1.5, "mlflow_run_id": f"probe{seed}"}))
+        (folder / f"metrics/seeds/{seed}/pretrain_supcon.json").write_text(json.dumps({"train/time_s": 10.0}))
+    assert not confirm_reuse.up_to_date(folder, confirm_reuse.stages_of(0))  # no dvc.yaml here
+    checked = []
+    monkeypatch.setattr(confirm_reuse, "up_to_date", lambda where, stages: checked.append(stages) or stages[0] != "pretrain_supcon@2")
+    real, calls = confirm_train.train_at_full_length, []
+    monkeypatch.setattr(confirm_train, "train_at_full_length", lambda *args, **kwargs: calls.append(args[1]) or real(*args, **kwargs))
+    params = parse_params(yaml.safe_load((folder / "params.yaml").read_text()))
+    spec = ConfirmSpec(
+        folder=folder / "sweeps/temperature", prepared=folder / "data/prepared/fashion_mnist",
+        tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", experiment="supcon-pipeline", k=1, project=folder,
+    )  # fmt: skip
+    lines: list[str] = []
+    done = run_confirmation(params, spec, echo=lines.append)
+
+    assert done.trained == [(0.35, 0), (0.35, 1), (0.35, 2), (0.1, 2)] and len(calls) == 4
+    assert checked == [["pretrain_supcon@0", "linear_eval@0"], ["pretrain_supcon@1", "linear_eval@1"], ["pretrain_supcon@2", "linear_eval@2"]]
+    values = summary_of(folder)["confirmation"]["val_top1"]["0.1"]
+    assert values["0"] == 0.777 and values["1"] == 0.755 and values["2"] != 0.744
+    assert sum("linear_eval@" in line and "not trained twice" in line for line in lines) == 2
+    _, _, children = mlflow_runs(folder)
+    assert sorted(c.data.tags.get("confirm.reused_from", "") for c in children) == ["", "", "", "", "probe0", "probe1"]
+
+
 def test_choice_ranks_finished_trials_only_and_adds_0_1_once():
     from pipeline.sweep.confirm import choose
 
     summary = {"trials": [{"params": {"supcon.temperature": t}, "state": s, "epochs": e, "objective": o, "trial": n} for n, (t, s, e, o) in enumerate(SWEEP)]}
     where = Path("sweeps/temperature/summary.json")
     assert choose(summary, 1, where=where).temperatures == [0.35, 0.1]
-    assert choose(summary, 2, where=where).temperatures == [0.35, 0.1]  # 0.1 is second already: not added twice
-    assert choose(summary, 9, where=where).temperatures == [0.35, 0.1, 0.05]  # every finished one, never the stopped 0.2
+    assert choose(summary, 2, where=where).temperatures == [0.35, 0.05, 0.1]  # 0.1 ranked second: it is not a challenger
+    assert choose(summary, 9, where=where).temperatures == [0.35, 0.05, 0.1]  # every finished one, never the stopped 0.2
     assert choose(summary, 9, where=where).stopped == [0.2]
+    first = {"trials": [{**trial, "objective": 0.99} if trial["params"]["supcon.temperature"] == 0.1 else trial for trial in summary["trials"]]}
+    assert choose(first, 1, where=where).temperatures == [0.35, 0.1]  # 0.1 ranked first: K = 1 still confirms a challenger
 
 
 def one_error_line(done) -> str:

@@ -13,7 +13,7 @@ a pruner (`optuna_backend.py`). One concept per file:
     results.py         results.csv, summary.json (read by the report), the best config
     plot.py            the objective against the swept parameter(s)
     driver.py          `run_sweep`: ties the above together for either backend
-    confirm.py         `--confirm K`: the top K finished temperatures plus 0.1 at full length, every seed
+    confirm.py         `--confirm K`: the top K finished temperatures besides 0.1, and 0.1, at full length, every seed
     confirm_train.py   one confirmation run: the stages' SupCon, then their linear probe, val top-1
     confirm_ledger.py  the confirmation's ended runs on disk (confirm.json), so a rerun continues
 

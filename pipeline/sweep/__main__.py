@@ -6,7 +6,7 @@ sweeps/<space>/ (sweeps/<space>-ce/ for --method ce), logs one MLflow parent run
 run per trial, prints the best config as a `dvc exp run` line, and refreshes the report.
 
 `--space temperature --confirm K` runs no sweep: it retrains the finished sweep's top K
-temperatures plus 0.1 at full length for every seed of run.seeds (pipeline/sweep/confirm.py).
+temperatures besides 0.1, and 0.1, at full length for every seed of run.seeds (pipeline/sweep/confirm.py).
 """
 
 import argparse
@@ -53,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--resume", action="store_true", help="continue the interrupted (or a finished, with more --samples) sweep")
     cli.add_argument(
         "--confirm", type=_positive, metavar="K",
-        help="run no sweep: take the finished temperature sweep's top K temperatures (trials stopped early never rank) plus 0.1, "
+        help="run no sweep: take the finished temperature sweep's top K temperatures other than 0.1 (trials stopped early never rank) and 0.1, "
         "train each at full length (supcon section, then the linear probe of the linear section) with every seed of run.seeds "
         "(3 or more), and add the probe's best val top-1 to sweeps/temperature/summary.json under `confirmation`; runs one "
         "after another in this process (no Ray); run it again after an interruption to continue",
@@ -127,7 +127,7 @@ def _confirm_spec(args: argparse.Namespace, params):
     return ConfirmSpec(
         folder=(paths.SWEEPS / sweep_name(args.space, args.method)).resolve(), prepared=paths.prepared(params.data.dataset).resolve(),
         tracking_uri=tracking_uri(params.tracking.uri, paths.mlflow_db()), experiment=params.tracking.experiment, k=args.confirm,
-        files_root=Path(params.data.root).resolve() if params.data.root is not None else None, commit=git_commit(),
+        files_root=Path(params.data.root).resolve() if params.data.root is not None else None, commit=git_commit(), project=Path.cwd(),
     )  # fmt: skip
 
 

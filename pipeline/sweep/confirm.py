@@ -2,12 +2,15 @@
 
 A temperature sweep ranks temperatures after a few epochs on one training seed (kNN top-1 on
 val), and ASHA stops some trials early: it can rank, not settle the paper's claim. The
-confirmation retrains the top K temperatures among the sweep's FINISHED trials (a trial stopped
-early trained fewer epochs, so it never ranks here; it is listed under `stopped`), plus the
-paper's 0.1 when it is not among them, once per training seed of run.seeds (3 or more: the
+confirmation retrains the top K temperatures other than 0.1 among the sweep's FINISHED trials
+(a trial stopped early trained fewer epochs, so it never ranks here; it is listed under
+`stopped`), and the paper's 0.1, once per training seed of run.seeds (3 or more: the
 report compares temperatures with a paired t-interval over seeds), at full length
 (confirm_train.py: the stages' SupCon, then their linear probe), and scores each run by the
 probe's best val top-1. The test split is never read: judging on test would select on test.
+At params.yaml's own temperature the main comparison's runs (pretrain_supcon@<seed>,
+linear_eval@<seed>) are taken instead of retrained when DVC says they are up to date
+(confirm_reuse.py): run the confirmation after `dvc repro` and it trains a third less.
 
 Runs one after another in this process (no Ray). The result goes into the sweep's summary.json
 (the report's input) under "confirmation", written atomically once every run has ended, so an
@@ -35,6 +38,7 @@ from pipeline.data import PreparedDataset, Split
 from pipeline.errors import ConfigError, UserError
 from pipeline.sweep import confirm_ledger
 from pipeline.sweep.confirm_ledger import ConfirmLedger, RunRecord, temperature_key
+from pipeline.sweep.confirm_reuse import main_stage_run  # at the top: every run's code key holds it (a key lists the modules imported so far)
 from pipeline.sweep.ledger import FINISHED, STOPPED
 from pipeline.sweep.mlflow_runs import SweepRuns
 from pipeline.sweep.results import SUMMARY_FILE
@@ -64,6 +68,9 @@ class ConfirmSpec:
     files_root: Path | None = None
     """Absolute data.root, where a file store's images are read (data.storage files)."""
     commit: str = "unknown"
+    project: Path | None = None
+    """The project folder (DVC, metrics/): its main-comparison runs of params' own temperature
+    are taken when DVC says they are up to date (confirm_reuse.py); None: train every run."""
 
     @property
     def summary_path(self) -> Path:
@@ -73,7 +80,7 @@ class ConfirmSpec:
 @dataclass(frozen=True)
 class Choice:
     ranked: list[dict]
-    """The top K finished trials, best first: temperature, objective, trial."""
+    """The top K finished trials other than T = 0.1, best first: temperature, objective, trial."""
     temperatures: list[float]
     """What is confirmed: the ranked temperatures, then 0.1 when it is not among them."""
     stopped: list[float]
@@ -121,8 +128,10 @@ def read_sweep(path: Path) -> dict:
 
 
 def choose(summary: dict, k: int, *, where: Path) -> Choice:
-    """The top `k` distinct temperatures of the finished trials by objective (ties: the earlier
-    trial), then 0.1 unless it is one of them."""
+    """The top `k` distinct temperatures other than 0.1 among the finished trials, by objective
+    (ties: the earlier trial), then 0.1: k challengers of the paper's value. When 0.1 itself
+    ranked first (the sweep tries params' 0.1 first), "the top k plus 0.1" would confirm 0.1
+    against nothing at k = 1."""
     trials = summary["trials"]
     finished = sorted((t for t in trials if t["state"] == FINISHED), key=lambda t: (-t["objective"], t.get("trial", 0)))
     stopped = sorted({float(t["params"][SWEPT]) for t in trials if t["state"] == STOPPED})
@@ -131,12 +140,9 @@ def choose(summary: dict, k: int, *, where: Path) -> Choice:
     ranked: list[dict] = []
     for trial in finished:
         temperature = float(trial["params"][SWEPT])
-        if len(ranked) < k and not any(_same(temperature, r["temperature"]) for r in ranked):
+        if len(ranked) < k and not _same(temperature, PAPER_TEMPERATURE) and not any(_same(temperature, r["temperature"]) for r in ranked):
             ranked.append({"temperature": temperature, "objective": trial["objective"], "trial": trial.get("trial")})
-    temperatures = [r["temperature"] for r in ranked]
-    if not any(_same(t, PAPER_TEMPERATURE) for t in temperatures):
-        temperatures.append(PAPER_TEMPERATURE)
-    return Choice(ranked, temperatures, stopped)
+    return Choice(ranked, [r["temperature"] for r in ranked] + [PAPER_TEMPERATURE], stopped)
 
 
 def _same(a: float, b: float) -> bool:
@@ -216,11 +222,27 @@ class _Session:
                 ledger.mark_logged(temperature, seed)
             self.echo(_line(temperature, seed, record) + " (trained earlier; not rerun)")
             return record
+        reused = self._main_stage_record(temperature, seed, key, runs)
+        if reused is not None:
+            ledger.record(temperature, seed, reused)
+            self.echo(_line(temperature, seed, reused) + f" (linear_eval@{seed}'s run: up to date in DVC, not trained twice)")
+            return reused
         record = self._train(params, temperature, seed, key, runs)
         ledger.record(temperature, seed, record)
         self._remove_checkpoints(temperature, seed)
         outcome.trained.append((temperature, seed))
         self.echo(_line(temperature, seed, record))
+        return record
+
+    def _main_stage_record(self, temperature: float, seed: int, key: dict, runs: SweepRuns) -> RunRecord | None:
+        """At params' own temperature, the main comparison's run of `seed` when DVC says it is up to date."""
+        if not _same(temperature, self.params.supcon.temperature):
+            return None
+        found = main_stage_run(self.spec.project, seed)
+        if found is None:
+            return None
+        record = RunRecord(key, found.val_top1, found.best_epoch, found.seconds, found.mlflow_run_id, _now())
+        _log_kept(runs, temperature, seed, record)  # a child run tagged confirm.reused_from = linear_eval's run
         return record
 
     def _train(self, params: Params, temperature: float, seed: int, key: dict, runs: SweepRuns) -> RunRecord:
@@ -336,10 +358,10 @@ def table(block: dict) -> str:
 def _announcement(choice: Choice, params: Params, spec: ConfirmSpec) -> str:
     ranked = ", ".join(f"{r['temperature']:.4g} (objective {r['objective']:.4f})" for r in choice.ranked)
     short = f" (only {len(choice.ranked)} distinct finished)" if len(choice.ranked) < spec.k else ""
-    extra = "" if len(choice.temperatures) == len(choice.ranked) else f", plus the paper's {PAPER_TEMPERATURE}"
+    extra = f", plus the paper's {PAPER_TEMPERATURE}" if choice.ranked else f"only the paper's {PAPER_TEMPERATURE} (no other temperature finished)"
     stopped = ", ".join(f"{t:.4g}" for t in choice.stopped) or "none"
     return (
-        f"confirming the top {spec.k}{short} of {_shown(spec.summary_path)}: {ranked}{extra}; stopped early (not ranked): {stopped}; "
+        f"confirming the top {spec.k}{short} besides 0.1 of {_shown(spec.summary_path)}: {ranked}{extra}; stopped early (not ranked): {stopped}; "
         f"seeds {list(params.run.seeds)}, {params.supcon.epochs} SupCon + {params.linear.epochs} probe epochs each, one run at a time in this process"
     )
 

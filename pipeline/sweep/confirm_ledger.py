@@ -33,7 +33,7 @@ class RunRecord:
     best_epoch: int | None
     seconds: float
     mlflow_run_id: str
-    """The child run that trained it."""
+    """The child run that trained it (for a main-comparison run taken over: linear_eval's run)."""
     date: str
     error: str = ""
     """The divergence line, when the run failed (it would fail again the same way: not retried)."""
