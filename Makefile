@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DATASET_MARKER := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup repro test test-avx2 bench sweep dataset mlflow-ui clean-venv
+.PHONY: setup repro test test-avx2 bench sweep study dataset mlflow-ui clean-venv
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,12 @@ bench: setup
 SPACE ?= temperature
 sweep: setup
 	$(BIN)/python -m pipeline.sweep --space $(SPACE) $(ARGS)
+
+# The committed study (reports/study/, README "The study"): three seeds of the whole comparison, the
+# temperature sweep and its confirmation, from a fresh clone of HEAD. About 90 minutes on 2 cores.
+STUDY ?= configs/study_fashion_mnist.yaml
+study: setup
+	$(BIN)/python -m pipeline.study $(STUDY)
 
 # Prints the address of the experiment's runs page, then serves MLflow's UI on 127.0.0.1:5000.
 mlflow-ui: setup

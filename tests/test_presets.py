@@ -30,7 +30,9 @@ from fixtures_data import write_cifar10, write_cifar100_classes, write_imagenet_
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-PRESETS = sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
+# configs/study_*.yaml are studies, not presets of the paper's protocol: tests/test_study.py runs
+# them whole, in miniature, through `python -m pipeline.study`.
+PRESETS = sorted(p.stem for p in (REPO / "configs").glob("*.yaml") if not p.stem.startswith("study_"))
 COMMON_CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
                       "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression")  # fmt: skip
 WNIDS = ["n01440764", "n01443537"]

@@ -405,16 +405,34 @@ def test_diverging_run_exits_2_with_one_line_naming_epoch_and_step(project):
     assert logged.info.status == "FAILED"
 
 
+def write_study(folder: Path) -> Path:
+    """A reports/study/ as pipeline.study writes it, with hand-picked per-seed values."""
+    top1 = {"supcon": {"0": 0.89, "1": 0.90, "2": 0.91}, "ce": {"0": 0.88, "1": 0.88, "2": 0.88}}
+    compare = {"seeds": [0, 1, 2]}
+    for metric, values in (("test/top1", top1), ("test/ece", {"supcon": {"0": 0.01, "1": 0.01, "2": 0.01}, "ce": {"0": 0.04, "1": 0.04, "2": 0.04}})):
+        for side in ("supcon", "ce"):
+            compare[f"{metric}/{side}/mean"] = sum(values[side].values()) / 3
+        compare[f"{metric}/difference/per_seed"] = {seed: values["supcon"][seed] - values["ce"][seed] for seed in values["ce"]}
+    (folder / "metrics").mkdir(parents=True)
+    (folder / "metrics/compare.json").write_text(json.dumps(compare))
+    record = {"commit": "abcdef0123456789", "preset": "configs/study_fashion_mnist.yaml", "total_seconds": 4800, "machine": {"cpus": 2, "cpu_model": "Test CPU"}}
+    (folder / "study.json").write_text(json.dumps(record))
+    (folder / "summary.md").write_text("# Report\n\n## Claims\n\n| claim | verdict |\n|---|---|\n| top-1 | held |\n\n## Main comparison\n")
+    return folder
+
+
 def test_comparison_notebook_runs_on_the_pipeline_outputs(project):
     import nbclient
     import nbformat
 
     notebook = nbformat.read(REPO / "notebooks" / "compare_supcon_ce.ipynb", as_version=4)
     os.environ["SUPCON_REPO"] = str(project["repo"])
+    study = write_study(project["repo"] / "reports/study")
     try:
         nbclient.NotebookClient(notebook, timeout=240, kernel_name="python3").execute()
     finally:
         del os.environ["SUPCON_REPO"]
+        shutil.rmtree(study)
     shown = [out.get("text", "") + str(out.get("data", {}).get("text/plain", "")) for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs]
     outputs = "".join(shown)
     assert "supcon (linear eval)" in outputs and "test/top1" in outputs and "training seeds: [0]" in outputs
@@ -423,6 +441,11 @@ def test_comparison_notebook_runs_on_the_pipeline_outputs(project):
     fraction_table = next(text for text in shown if "side" in text and "count" in text)
     assert "0.5" in fraction_table and "supcon" in fraction_table and "ce" in fraction_table
     assert "no sweep yet: `python -m pipeline.sweep --space temperature`" in outputs
+    # The study's table: top-1 differences 0.01, 0.02, 0.03 -> mean 0.02, s 0.01, 4.3027 x 0.01 / sqrt(3) = 0.02484
+    study_table = next(text for text in shown if "95% low" in text)
+    assert re.search(r"test/top1\s+0\.90*\s+0\.880*\s+0\.020*\s+-0\.00484\d*\s+0\.04484\d*\s+3", study_table), study_table
+    assert "study of commit abcdef012345 (configs/study_fashion_mnist.yaml): 80 min on 2 x Test CPU" in outputs
+    assert any("| top-1 | held |" in str(out.get("data", {}).get("text/markdown", "")) for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs)
     assert sum(out.get("output_type") == "display_data" and "image/png" in out.get("data", {}) for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs) == 3  # no sweep
 
 

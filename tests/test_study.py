@@ -1,0 +1,122 @@
+"""`python -m pipeline.study`: the study preset runs whole, in miniature, from a fresh clone.
+
+The study's preset (configs/study_fashion_mnist.yaml) with a second overlay that changes only sizes
+(as tests/test_presets.py allows, plus the sweep's trial count), on a Fashion-MNIST fixture in
+its IDX format: three training seeds, the temperature sweep on Ray and its confirmation, every
+stage, and the study folder it writes. Costs about 3 to 4 minutes on 2 cores (about 30 processes
+of a few seconds each, and a Ray start).
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fixtures_data import write_fashion_mnist
+from test_presets import allowed, env, leaf_keys, new_project, report_claims
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+PRESET = "configs/study_fashion_mnist.yaml"
+SEEDS = [0, 1, 2]
+STEPS = ["preset", "overlay", "prepare", "sweep", "repro", "confirm", "report"]
+
+
+def miniature(raw: Path) -> dict:
+    """Sizes only: one epoch, batch 16, 8 px, 2 steps per reduced cell and only its 10% fraction
+    (the 1% one runs the same code), 10 images per corruption cell, 2 sweep trials of 1 epoch."""
+    train = {"epochs": 1, "batch_size": 16, "optimizer": {"warmup_epochs": 1}}
+    return {
+        "run": {"device": "cpu", "threads": 1},
+        "data": {"root": str(raw), "image_size": 8},
+        "supcon": train, "ce": train, "linear": {"epochs": 1, "batch_size": 16},
+        "reduced": {"steps": 2, "min_epochs": 1, "fractions": [0.1]},
+        "robustness": {"max_images": 10},
+        "sweep": {"num_samples": 2, "epochs": 1},
+    }  # fmt: skip
+
+
+def study(repo: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.study", *args], cwd=repo, env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def miniature_study(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("study")
+    write_fashion_mnist(root / "raw", train_per_class=30, test_per_class=4)
+    repo = new_project(root)
+    (root / "miniature.yaml").write_text(yaml.safe_dump(miniature(root / "raw")))
+    done = study(repo, PRESET, "--overlay", str(root / "miniature.yaml"), "--workdir", str(root / "clone"))
+    assert done.returncode == 0, f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
+    return {"repo": repo, "root": root, "out": repo / "reports/study", "done": done}
+
+
+def test_the_overlay_changes_only_sizes(tmp_path):
+    touched = sorted(leaf_keys(miniature(tmp_path)))
+    assert [key for key in touched if not (allowed(key) or key == "sweep.num_samples")] == []
+    listed = yaml.safe_load((REPO / PRESET).read_text())["reduced"]["fractions"]
+    assert set(miniature(tmp_path)["reduced"]["fractions"]) <= set(listed)
+
+
+def test_the_study_writes_its_report_and_every_input_from_the_committed_head(miniature_study):
+    out, repo = miniature_study["out"], miniature_study["repo"]
+    record = json.loads((out / "study.json").read_text())
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+    assert record["commit"] == head and record["preset"] == PRESET and record["confirm_k"] == 1
+    assert list(record["step_seconds"]) == STEPS and record["total_seconds"] > 0
+    assert not (miniature_study["root"] / "clone").exists()  # removed once the study is in place
+
+    params = yaml.safe_load((out / "params.yaml").read_text())
+    assert params["run"]["seeds"] == SEEDS and params["supcon"]["augmentation"]["crop_scale"] == [0.5, 1.0]
+    compare = json.loads((out / "metrics/compare.json").read_text())
+    assert sorted(compare["seeds"]) == SEEDS, compare
+    for seed in SEEDS:
+        for name in ("pretrain_supcon", "train_ce", "linear_eval", "robustness"):
+            assert (out / f"metrics/seeds/{seed}/{name}.json").is_file(), (seed, name)
+        for method in ("supcon", "ce"):
+            assert (out / f"metrics/reduced/{method}-0.1-seed{seed}.json").is_file()
+    confirmation = json.loads((out / "sweeps/temperature/summary.json").read_text())["confirmation"]
+    assert len(confirmation["val_top1"]) == 2 and all(sorted(map(int, by_seed)) == SEEDS for by_seed in confirmation["val_top1"].values())
+    assert "0.1" in confirmation["val_top1"]
+    for seed in SEEDS:  # at 0.1 the confirmation took the main comparison's runs (DVC: up to date)
+        probe = json.loads((out / f"metrics/seeds/{seed}/linear_eval.json").read_text())
+        assert confirmation["val_top1"]["0.1"][str(seed)] == probe["val/top1_best"]
+
+    summary = (out / "summary.md").read_text()
+    claims = report_claims(out / "summary.md")
+    assert len(claims) == 3 + 1 + 1, claims  # top-1, the 10% cell, robustness, temperature, ECE
+    assert not any("needed" in row for row in claims), claims  # three seed pairs: no claim lacks its interval
+    for link in [line.split("](", 1)[1].rstrip(")") for line in summary.splitlines() if line.startswith("![")]:
+        assert (out / link).is_file() and (out / link).stat().st_size > 0, link  # the figures travel with the summary
+
+
+def committed_project(tmp_path: Path) -> Path:
+    repo = new_project(tmp_path)
+    (repo / "reports/study").mkdir(parents=True)
+    (repo / "reports/study/summary.md").write_text("the previous study\n")
+    return repo
+
+
+def test_uncommitted_changes_are_refused_in_one_line(tmp_path):
+    repo = committed_project(tmp_path)
+    with open(repo / "params.yaml", "a") as params:
+        params.write("# an edit\n")
+    done = study(repo, PRESET, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "tracked files differ from HEAD" in done.stderr, done.stderr
+    done = study(repo.parent, "configs/none.yaml", timeout=60)  # not a git checkout
+    assert done.returncode != 0
+
+
+def test_a_failed_step_keeps_the_previous_study_and_the_clone(tmp_path):
+    repo = committed_project(tmp_path)
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"supcon": {"epochs": 0}}))
+    done = study(repo, PRESET, "--overlay", str(tmp_path / "bad.yaml"), "--workdir", str(tmp_path / "clone"), timeout=120)
+    assert done.returncode == 2 and "step overlay failed" in done.stderr and str(tmp_path / "clone") in done.stderr, done.stderr
+    assert (repo / "reports/study/summary.md").read_text() == "the previous study\n"
+    assert (tmp_path / "clone/params.yaml").is_file()
+    done = study(repo, "configs/none.yaml", timeout=60)
+    assert done.returncode == 2 and "not a committed file" in done.stderr, done.stderr
