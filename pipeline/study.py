@@ -80,10 +80,13 @@ def committed_head(repo: Path, preset: str) -> str:
     return _git(repo, "rev-parse", "HEAD")
 
 
-def step_environment(repo: Path) -> dict[str, str]:
-    """This venv first on PATH; MLflow runs into the checkout's store, not the clone's (which is
-    deleted), unless MLFLOW_TRACKING_URI or params' tracking.uri names one."""
+def step_environment(repo: Path, clone: Path) -> dict[str, str]:
+    """This venv first on PATH; the clone's packages first on PYTHONPATH (the venv's editable
+    install points at the checkout, and Ray's trial workers import from there otherwise); MLflow
+    runs into the checkout's store, not the clone's (which is deleted), unless
+    MLFLOW_TRACKING_URI or params' tracking.uri names one."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env["PYTHONPATH"] = os.pathsep.join([str(clone), *filter(None, [os.environ.get("PYTHONPATH")])])
     configured = (yaml.safe_load((repo / "params.yaml").read_text()) or {}).get("tracking", {}).get("uri")
     if not env.get("MLFLOW_TRACKING_URI") and not configured:
         env["MLFLOW_TRACKING_URI"] = f"sqlite:///{(repo / 'mlflow.db').resolve()}"
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         subprocess.run(["git", "clone", "--quiet", str(repo), str(clone)], check=True)
         started = datetime.now(timezone.utc)
         plan = steps(args.preset, args.confirm, overlay)
-        seconds = run_steps(clone, plan, step_environment(repo))
+        seconds = run_steps(clone, plan, step_environment(repo, clone))
         record = {
             "commit": commit, "preset": args.preset, "confirm_k": args.confirm, "overlay": overlay.read_text() if overlay else None,
             "commands": {step.name: " ".join(["python" if part == sys.executable else part for part in step.command]) for step in plan},

@@ -120,3 +120,16 @@ def test_a_failed_step_keeps_the_previous_study_and_the_clone(tmp_path):
     assert (tmp_path / "clone/params.yaml").is_file()
     done = study(repo, "configs/none.yaml", timeout=60)
     assert done.returncode == 2 and "not a committed file" in done.stderr, done.stderr
+
+
+def test_steps_import_the_clone_and_log_to_the_checkouts_mlflow_store(tmp_path, monkeypatch):
+    from pipeline.study import step_environment
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"tracking": {"uri": None}}))
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    env = step_environment(tmp_path, tmp_path / "clone")
+    assert env["PYTHONPATH"].split(":") == [str(tmp_path / "clone"), "/elsewhere"]  # the clone's code first, also in Ray's workers
+    assert env["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'mlflow.db'}"  # the clone is deleted; its runs are not
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"tracking": {"uri": "http://127.0.0.1:5000"}}))
+    assert "MLFLOW_TRACKING_URI" not in step_environment(tmp_path, tmp_path / "clone")  # params' server is used as it is
