@@ -71,7 +71,8 @@ def test_the_study_writes_its_report_and_every_input_from_the_committed_head(min
     assert not (miniature_study["root"] / "clone").exists()  # removed once the study is in place
 
     params = yaml.safe_load((out / "params.yaml").read_text())
-    assert params["run"]["seeds"] == SEEDS and params["supcon"]["augmentation"]["crop_scale"] == [0.5, 1.0]
+    preset = yaml.safe_load((REPO / PRESET).read_text())
+    assert params["run"]["seeds"] == SEEDS and params["supcon"]["augmentation"]["crop_scale"] == preset["supcon"]["augmentation"]["crop_scale"]  # the preset applied, then only sizes
     compare = json.loads((out / "metrics/compare.json").read_text())
     assert sorted(compare["seeds"]) == SEEDS, compare
     for seed in SEEDS:
