@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 
 from pipeline import atomic
-from pipeline.errors import UserError
+from pipeline.errors import UserError, exit_in_one_line
 
 PROG = "python -m pipeline.study"
 REPORTED = ("reports/summary.md", "reports/figures", "metrics", "plots", "sweeps/temperature/summary.json", "sweeps/temperature/confirm.json", "params.yaml", "dvc.lock")
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     cli.add_argument("--workdir", type=Path, default=None, help="scratch folder for the clone (default: a new folder under /tmp)")
     args = cli.parse_args(argv)
     repo = Path.cwd()
-    try:
+    with exit_in_one_line(interrupted=f"interrupted; {args.out} is unchanged"):
         if args.confirm < 1:
             raise UserError(f"--confirm: expected an integer >= 1, got {args.confirm}")
         commit = committed_head(repo, args.preset)
@@ -153,9 +153,6 @@ def main(argv: list[str] | None = None) -> None:
             "started": started.isoformat(timespec="seconds"), "machine": machine(),
         }  # fmt: skip
         collect(clone, (repo / args.out).resolve(), record)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
     shutil.rmtree(clone)
     print(f"study: {args.out} from commit {commit[:12]} in {record['total_seconds'] / 60:.1f} min")
 

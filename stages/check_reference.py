@@ -10,9 +10,8 @@ Exits 1 if a number is outside it.
 import argparse
 import json
 import subprocess
-import sys
 
-from pipeline.errors import UserError
+from pipeline.errors import UserError, exit_in_one_line
 from pipeline.reference import COMPARED, compare_results, format_table
 from stages import paths
 
@@ -45,12 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rev", default="HEAD", help="git revision holding the reference metrics/")
     args = parser.parse_args(argv)
-    try:
+    with exit_in_one_line():
         outputs = _outputs()
         rows = compare_results({o: _committed(o, args.rev) for o in outputs}, {o: _fresh(o) for o in outputs})
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
     print(format_table(rows))
     outside = [r for r in rows if not r.ok]
     print(f"{len(rows) - len(outside)} of {len(rows)} within tolerance")

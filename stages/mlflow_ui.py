@@ -12,7 +12,7 @@ import os
 import sys
 
 from pipeline import tracking
-from pipeline.errors import UserError
+from pipeline.errors import exit_in_one_line
 from stages import paths
 from stages.cli import read_params
 
@@ -44,11 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     warning = exposure_warning(args.host, args.port)
     if warning:
         print(warning, file=sys.stderr)
-    try:
+    with exit_in_one_line():
         params = read_params()
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
     import mlflow
 
     uri = tracking.tracking_uri(params.tracking.uri, paths.mlflow_db())

@@ -10,7 +10,6 @@ takes with the merged params (without a preset: with params.yaml as it is), writ
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import yaml
@@ -18,7 +17,7 @@ import yaml
 from pipeline import atomic
 from pipeline.config import Params, parse_params
 from pipeline.config_schema import flatten
-from pipeline.errors import UserError
+from pipeline.errors import UserError, exit_in_one_line
 from pipeline.yaml_merge import flow_value, merge_text, merged
 from stages import paths
 
@@ -60,18 +59,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.preset is None and not args.estimate:
         parser.error("the preset is required (without one, --estimate uses params.yaml as it is)")
     source = args.preset or paths.PARAMS
-    try:
+    with exit_in_one_line(prefix=f"{source}: ", interrupted="interrupted; params.yaml is unchanged"):
         preset = _load_yaml(source) if args.preset else {}
         text = merge_text(_params_text(), preset)
         params = parse_params(yaml.safe_load(text))
         if args.estimate:
             _print_estimate(params)
-    except UserError as err:
-        print(f"error: {source}: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        print("interrupted; params.yaml is unchanged", file=sys.stderr)
-        raise SystemExit(130) from None
     if args.dvc_args:
         print(" ".join(f"-S '{key}={flow_value(value)}'" for key, value in flatten(preset).items()))
     elif args.print:

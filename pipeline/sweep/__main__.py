@@ -133,20 +133,14 @@ def _confirm_spec(args: argparse.Namespace, params):
 
 def _confirm(args: argparse.Namespace) -> None:
     """--confirm K: the chosen temperatures at full length, then the table and the report."""
-    from pipeline.errors import UserError
+    from pipeline.errors import exit_in_one_line
     from pipeline.sweep.confirm import run_confirmation, table
     from stages.cli import read_params
 
-    try:
+    with exit_in_one_line():  # an interrupt here comes before the confirmation kept anything
         params = read_params()
         spec = _confirm_spec(args, params)
         outcome = run_confirmation(params, spec)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:  # before the confirmation had anything to keep
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
     if outcome.interrupted:
         kept = sum(len(seeds) for seeds in outcome.ledger.runs.values())
         print(f"interrupted: {kept} ended run(s) kept in {outcome.ledger.path}; continue with: python -m pipeline.sweep --space temperature --confirm {spec.k}", file=sys.stderr)
@@ -167,22 +161,16 @@ def main(argv: list[str] | None = None) -> None:
         _check_confirm_flags(args)
         _confirm(args)
         return
-    from pipeline.errors import UserError
+    from pipeline.errors import exit_in_one_line
     from pipeline.sweep.driver import run_sweep
     from stages.cli import read_params
 
-    try:
+    with exit_in_one_line():  # an interrupt here comes before the sweep kept anything
         params = read_params()
         spec = _spec(args, params)
         if spec.backend == "optuna" and spec.max_concurrent > 1:
             print("the optuna backend runs one trial at a time (--max-concurrent is for --backend ray)")
         outcome = run_sweep(params, spec, resume=args.resume)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:  # before the sweep had anything to keep
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
     _show(outcome, spec)
     if outcome.interrupted:
         flags = " ".join(a for a in (sys.argv[1:] if argv is None else argv) if a != "--resume")
