@@ -31,14 +31,14 @@ repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: setup browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=30
 
 # The numerics- and kernel-sensitive tests again on oneDNN's and ATen's AVX2 kernels, whatever
 # this CPU has: an AVX-512 machine otherwise never runs the code paths of an AVX2-only one.
 # `timeout`: a broken kernel can hang instead of crash.
 AVX2_TESTS := tests/test_encoder_gradients.py tests/test_models.py tests/test_engine.py tests/test_learning.py tests/test_multiprocess.py tests/test_stages.py
 test-avx2: setup
-	ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 timeout 1800 $(BIN)/python -m pytest -q $(AVX2_TESTS)
+	ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 timeout 1800 $(BIN)/python -m pytest -q --durations=15 $(AVX2_TESTS)
 
 bench: setup
 	$(BIN)/python -m bench
