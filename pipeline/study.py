@@ -34,7 +34,8 @@ from pathlib import Path
 import yaml
 
 from pipeline import atomic
-from pipeline.errors import UserError, exit_in_one_line
+from pipeline.errors import UserError
+from pipeline.one_line_exit import exit_in_one_line
 
 PROG = "python -m pipeline.study"
 REPORTED = ("reports/summary.md", "reports/figures", "metrics", "plots", "sweeps/temperature/summary.json", "sweeps/temperature/confirm.json", "params.yaml", "dvc.lock")

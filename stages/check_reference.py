@@ -11,7 +11,8 @@ import argparse
 import json
 import subprocess
 
-from pipeline.errors import UserError, exit_in_one_line
+from pipeline.errors import UserError
+from pipeline.one_line_exit import exit_in_one_line
 from pipeline.reference import COMPARED, compare_results, format_table
 from stages import paths
 

@@ -12,7 +12,7 @@ import os
 import sys
 
 from pipeline import tracking
-from pipeline.errors import exit_in_one_line
+from pipeline.one_line_exit import exit_in_one_line
 from stages import paths
 from stages.cli import read_params
 

@@ -17,7 +17,8 @@ import yaml
 from pipeline import atomic
 from pipeline.config import Params, parse_params
 from pipeline.config_schema import flatten
-from pipeline.errors import UserError, exit_in_one_line
+from pipeline.errors import UserError
+from pipeline.one_line_exit import exit_in_one_line
 from pipeline.yaml_merge import flow_value, merge_text, merged
 from stages import paths
 

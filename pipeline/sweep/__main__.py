@@ -133,7 +133,7 @@ def _confirm_spec(args: argparse.Namespace, params):
 
 def _confirm(args: argparse.Namespace) -> None:
     """--confirm K: the chosen temperatures at full length, then the table and the report."""
-    from pipeline.errors import exit_in_one_line
+    from pipeline.one_line_exit import exit_in_one_line
     from pipeline.sweep.confirm import run_confirmation, table
     from stages.cli import read_params
 
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         _check_confirm_flags(args)
         _confirm(args)
         return
-    from pipeline.errors import exit_in_one_line
+    from pipeline.one_line_exit import exit_in_one_line
     from pipeline.sweep.driver import run_sweep
     from stages.cli import read_params
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from pipeline.errors import ConfigError, UserError, exit_in_one_line
+from pipeline.errors import ConfigError, UserError
+from pipeline.one_line_exit import exit_in_one_line
 
 
 def test_a_user_error_is_one_line_with_its_prefix_and_exit_2(capsys):
