@@ -17,8 +17,10 @@ from pipeline.config_schema import as_dict
 from pipeline.errors import UserError
 from pipeline.sweep import ledger as ledgers
 from pipeline.sweep import results
+from pipeline.sweep.grid import describe, enumerate_space
 from pipeline.sweep.ledger import Ledger, TrialRecord
 from pipeline.sweep.mlflow_runs import SweepRuns
+from pipeline.sweep.ray_output import RAY_LOG
 from pipeline.sweep.recorder import Recorder
 from pipeline.sweep.spaces import SPACES
 from pipeline.sweep.study import STUDY_FILE
@@ -55,8 +57,7 @@ class SweepSpec:
     def settings(self) -> dict[str, Any]:
         return {
             "num_samples": self.num_samples, "max_concurrent": self.max_concurrent, "epochs": self.epochs, "backend": self.backend,
-            "address": self.address, "storage_path": self.storage_path, "searcher": "optuna TPE (seeded with run.seed)",
-            "scheduler": "ASHA grace_period 1, reduction_factor 2" if self.backend == "ray" else "optuna SuccessiveHalvingPruner min_resource 1, reduction_factor 2",
+            "address": self.address, "storage_path": self.storage_path, "scheduler": "ASHA grace_period 1, reduction_factor 2" if self.backend == "ray" else "optuna SuccessiveHalvingPruner min_resource 1, reduction_factor 2",
         }  # fmt: skip
 
 
@@ -79,7 +80,7 @@ def sweep_name(space: str, method: str) -> str:
 
 def _fresh_ledger(spec: SweepSpec, objective: str) -> Ledger:
     """A new sweep replaces the previous one of the same name on disk (its MLflow runs stay)."""
-    for stale in (ledgers.STATE_FILE, STUDY_FILE, results.RESULTS_FILE, results.SUMMARY_FILE, results.FIGURE_FILE):
+    for stale in (ledgers.STATE_FILE, STUDY_FILE, RAY_LOG, results.RESULTS_FILE, results.SUMMARY_FILE, results.FIGURE_FILE):
         (spec.folder / stale).unlink(missing_ok=True)
     shutil.rmtree(spec.folder / "ray", ignore_errors=True)
     section = spec.method
@@ -115,10 +116,12 @@ def run_sweep(params: Params, spec: SweepSpec, *, resume: bool = False, pruner: 
     tags = {"stage": "sweep", "method": params.supcon.method if spec.method == "supcon" else "ce", "sweep.space": spec.space, "dataset": params.data.dataset}
     # val_images: the objective's sample size, from which the report bounds its sampling error
     settings = {**spec.settings(), "train_fraction": setup.train_fraction or params.data.train_fraction, "val_images": len(data.val.labels)}
-    parent_params = {"sweep": {"space": spec.space, "objective": setup.objective, **settings}, **as_dict(params)}
+    settings["searcher"] = describe(enumerate_space(spec.space, spec.method, params), spec.num_samples)
+    raw = as_dict(params)  # the sweep as it ran (flags over params' sweep section), beside the params
+    parent_params = {**raw, "sweep": {**raw.get("sweep", {}), "space": spec.space, "objective": setup.objective, **settings}}
     ledger.mlflow_run_id = runs.start_parent(spec.name, tags={**tags, "git_commit": spec.commit}, params=parent_params, resume_id=ledger.mlflow_run_id if resume else "")
     ledger.save()
-    recorder = Recorder(ledger, runs, epochs=spec.epochs, tags=tags, echo=echo)
+    recorder = Recorder(ledger, runs, epochs=spec.epochs, tags=tags, seed=params.run.seeds[0], echo=echo)
     todo = spec.num_samples - ledger.done()
     before = len(ledger.trials)
     if resume:

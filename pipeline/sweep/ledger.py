@@ -31,6 +31,9 @@ class TrialRecord:
     """Its last reported metrics."""
     mlflow_run_id: str = ""
     error: str = ""
+    node: str = ""
+    """Where it ran: a Ray node as <ip>/<first 8 hex of its node id> (two nodes of one host
+    differ), or this host's name for the plain Optuna backend."""
 
 
 @dataclass

@@ -2,14 +2,13 @@
 ASHA) stops poor trials after an epoch's report, trials run one after another in this process.
 The study lives in <sweep>/optuna.db, so `--resume` continues it."""
 
+import socket
 import traceback
 from typing import Any
 
 from pipeline.sweep.ledger import FAILED, STOPPED
 from pipeline.sweep.recorder import Recorder
-from pipeline.sweep.spaces import DefineByRun
-from pipeline.config_schema import as_dict
-from pipeline.sweep.study import close_stale_trials, enqueue_configured, open_study
+from pipeline.sweep.study import close_stale_trials, open_study, queue_trials
 from pipeline.sweep.trial import TrialSetup, run_trial
 
 
@@ -25,13 +24,12 @@ def run(setup: TrialSetup, *, space: str, study_folder, study_name: str, seed: i
 
     study = open_study(study_folder, study_name, seed=seed, samples=samples, pruner=pruner if pruner is not None else default_pruner())
     close_stale_trials(study)
-    sample = DefineByRun(space, setup.section, setup.params)
-    if fresh:
-        enqueue_configured(study, sample, as_dict(setup.params))
+    sample = queue_trials(study, space, setup.section, setup.params, samples=samples, fresh=fresh)
     for _ in range(todo):
         trial = study.ask()
         sample(trial)
         number = recorder.start(trial.params)
+        recorder.place(number, socket.gethostname())
 
         def report(epoch: int, metrics: dict[str, float], trial=trial, number=number) -> None:
             recorder.epoch(number, epoch, metrics)

@@ -26,6 +26,10 @@ HEADS = ("mlp", "linear")
 FEAT_DIMS = (32, 64, 128, 256)
 VARIANTS = ("out", "in")
 TEMPERATURE = (0.03, 1.0)
+REPLICATE = "replicate"
+"""A grid sweep's trial value naming a configuration's repeat (0: its first run; grid.py); not a
+params key: replicate r trains with training seed run.seeds[0] + r."""
+REPLICATE_MAX = 10**6
 
 
 class Suggest(Protocol):
@@ -34,6 +38,8 @@ class Suggest(Protocol):
     def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float: ...
 
     def suggest_categorical(self, name: str, choices: tuple) -> Any: ...
+
+    def suggest_int(self, name: str, low: int, high: int) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,15 @@ class DefineByRun:
     section: str
     base: Any = None
     """The base Params (the lr space reads the configured optimizer)."""
+    grid: bool = False
+    """A grid sweep: every trial is queued with its values and a replicate number (grid.py)."""
 
     def __call__(self, trial: Any) -> None:
+        self.space_only(trial)
+        if self.grid:
+            # An integer, not a categorical over range(n): its range may grow on --resume --samples,
+            # which Optuna refuses for a categorical. Queued trials fix it, so TPE never samples it.
+            trial.suggest_int(REPLICATE, 0, REPLICATE_MAX)
+
+    def space_only(self, trial: Any) -> None:
         SPACES[self.name].sample(trial, self.section, self.base)

@@ -64,11 +64,55 @@ def enqueue_configured(study: Any, sample: Any, raw_params: dict) -> dict | None
     """Make params.yaml's own values the first trial of a new sweep (when they lie in the space), so
     the sweep always measures the configured setting beside the proposals. Returns them or None."""
     configured = _ConfiguredValues(raw_params)
-    sample(configured)
+    sample.space_only(configured)
     if not configured.inside:
         return None
     study.enqueue_trial(configured.values)
     return configured.values
+
+
+def enqueue_grid(study: Any, grid: list[dict], samples: int, raw_params: dict, sample: Any) -> int:
+    """Queue the trials of a grid sweep (grid.py) that the study has not run or queued yet: the
+    first `samples` of its plan. A failed or interrupted trial's configuration is queued again.
+    Returns how many were queued."""
+    import optuna
+
+    from pipeline.sweep.grid import planned
+
+    configured = _ConfiguredValues(raw_params)
+    sample.space_only(configured)
+    first = configured.values if configured.inside else None
+    kept = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
+    held = [_queued_params(t) for t in study.get_trials(deepcopy=False, states=kept)]
+    queued = 0
+    for values in planned(grid, samples, first):
+        if values in held:
+            held.remove(values)
+            continue
+        study.enqueue_trial(values)
+        queued += 1
+    return queued
+
+
+def _queued_params(trial: Any) -> dict:
+    """A trial's values: what it suggested, or for one still queued, what it was queued with."""
+    return dict(trial.params) or dict(trial.system_attrs.get("fixed_params", {}))
+
+
+def queue_trials(study: Any, space: str, section: str, params: Any, *, samples: int, fresh: bool) -> Any:
+    """The space's define-by-run function for this sweep, with the study's queue filled: a finite
+    space's grid (grid.py), or for a sampled one, params.yaml's own values first (new sweeps)."""
+    from pipeline.config_schema import as_dict
+    from pipeline.sweep.grid import enumerate_space
+    from pipeline.sweep.spaces import DefineByRun
+
+    grid = enumerate_space(space, section, params)
+    sample = DefineByRun(space, section, params, grid=grid is not None)
+    if grid is not None:
+        enqueue_grid(study, grid, samples, as_dict(params), sample)
+    elif fresh:
+        enqueue_configured(study, sample, as_dict(params))
+    return sample
 
 
 def close_stale_trials(study: Any) -> int:

@@ -51,8 +51,10 @@ class TrialSetup:
 def trial_params(base: Params, values: Mapping[str, Any], *, section: str, epochs: int) -> Params:
     """`base` with the trial's dotted `values` and the sweep's budget, validated as params.yaml is
     (a value outside a key's rule is a ConfigError naming the key)."""
+    from pipeline.sweep.grid import config_of
+
     raw = as_dict(base)
-    for key, value in values.items():
+    for key, value in config_of(values).items():
         *parents, leaf = key.split(".")
         node = raw
         for part in parents:
@@ -98,7 +100,11 @@ def run_trial(setup: TrialSetup, values: Mapping[str, Any], report: Report) -> d
         else:
             last.update(metrics)  # reported once the probe has run
 
-    seed = params.run.seeds[0]  # the training seed of the stages' first run; run.seed is the data seed
+    from pipeline.sweep.grid import replicate_of
+
+    # the training seed of the stages' first run (run.seed is the data seed); a grid sweep's
+    # replicate r of a configuration trains with the r-th seed after it
+    seed = params.run.seeds[0] + replicate_of(values)
     run = RunContext(seed=seed, device=device, on_epoch=on_epoch)
     trained = train(setup.section, data, train_split, config=getattr(params, setup.section), run=run, model_config=params.model)
     final = dict(trained.history[-1])

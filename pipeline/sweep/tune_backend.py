@@ -3,26 +3,33 @@ Optuna backend), ASHA stops poor trials early, trials run as Ray tasks on this m
 cluster. Trials only report to Tune; a callback on the driver records them (recorder.py).
 
 Local by default: `ray.init` with this machine's CPUs (and GPUs), nothing served beyond
-127.0.0.1 (no dashboard). `address` (or RAY_ADDRESS) joins a running cluster instead.
+127.0.0.1 (no dashboard; every Ray process listens on the loopback address only, see connect). `address` (or RAY_ADDRESS) joins a running cluster instead.
 """
 
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pipeline.sweep.ledger import FAILED
+from pipeline.sweep.ray_output import RAY_LOG, echo_on, ray_output_to
 from pipeline.sweep.recorder import Recorder
-from pipeline.sweep.spaces import DefineByRun
-from pipeline.config_schema import as_dict
-from pipeline.sweep.study import close_stale_trials, enqueue_configured, open_study
+from pipeline.sweep.study import close_stale_trials, open_study, queue_trials
 from pipeline.sweep.study import storage as study_storage
 from pipeline.sweep.trial import TrialSetup, run_trial
 
 TUNE_METRIC = "objective"
 """The name trials report the objective under (Tune flattens keys on '/': val/knn_top1 would nest)."""
+
+
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Ray's switch for a machine that is not part of a cluster: off, Ray keeps 127.0.0.1 as the
+node's address. On (Linux's default in Ray 2.60) it replaces 127.0.0.1 with the machine's
+routable address, and its GCS, raylet and workers listen on every interface."""
 
 
 def connect(address: str | None) -> bool:
@@ -36,8 +43,30 @@ def connect(address: str | None) -> bool:
     if address:
         ray.init(address=address, **quiet)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", **quiet)
+        with _loopback_only():
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", **quiet)
     return True
+
+
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Within the block, Ray treats this machine as no cluster's member: the processes it starts
+    get 127.0.0.1 (the variable is inherited), and so does the address the driver hands them, which
+    Ray read from the variable when it was imported (a notebook or test may have imported it
+    before): so the module's flag is set as well. Both are put back afterwards, so a later
+    ray.init in this process can join a cluster."""
+    from ray._private import ray_constants
+
+    before_env, before_flag = os.environ.get(LOOPBACK_ONLY), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_ONLY], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before_flag
+        if before_env is None:
+            os.environ.pop(LOOPBACK_ONLY, None)
+        else:
+            os.environ[LOOPBACK_ONLY] = before_env
 
 
 def trial_resources(max_concurrent: int) -> tuple[int, int]:
@@ -51,12 +80,26 @@ def trial_resources(max_concurrent: int) -> tuple[int, int]:
     return max(1, cpus // max_concurrent), gpus
 
 
+def node_name() -> str:
+    """This Ray node as <ip>/<first 8 hex of its node id>: the address names the machine, the id
+    tells apart two nodes started on one machine (a test's cluster)."""
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    # the address the node joined with (ray start --node-ip-address), not a probe of this host's
+    # interfaces, which names the same machine whatever address the cluster uses
+    address = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id), ray.util.get_node_ip_address())
+    return f"{address}/{node_id[:8]}"
+
+
 def _trainable(config: dict, setup: TrialSetup) -> None:
     """A Ray trial: the shared trial code, reporting each epoch to Tune."""
     from ray import tune
 
+    node = node_name()
+
     def report(epoch: int, metrics: dict[str, float]) -> None:
-        tune.report({TUNE_METRIC: float(metrics.get(setup.objective, float("nan"))), "epoch": epoch, "metrics": dict(metrics)})
+        tune.report({TUNE_METRIC: float(metrics.get(setup.objective, float("nan"))), "epoch": epoch, "metrics": dict(metrics), "node": node})
 
     run_trial(setup, config, report)
 
@@ -74,7 +117,9 @@ def _recorder_callback(recorder: Recorder) -> Any:
             self.numbers[trial.trial_id] = self.recorder.start(dict(trial.config))
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            self.recorder.epoch(self.numbers[trial.trial_id], int(result["epoch"]), result["metrics"])
+            number = self.numbers[trial.trial_id]
+            self.recorder.place(number, str(result.get("node", "")))
+            self.recorder.epoch(number, int(result["epoch"]), result["metrics"])
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             if trial.trial_id in self.numbers:
@@ -114,14 +159,21 @@ def run(
 ) -> None:
     """Run `todo` more trials, at most `max_concurrent` at once. Ctrl-C (Tune stops the run and
     returns) is raised here as KeyboardInterrupt when trials were left unfinished."""
-    started = connect(address)
-    try:
-        _tune(setup, space, study_folder, study_name, seed, samples, todo, recorder, fresh, max_concurrent, storage_path)
-    finally:
-        if started:
-            import ray
+    log_path = study_folder / RAY_LOG
+    with ray_output_to(log_path) as terminal:
+        echo, recorder.echo = recorder.echo, echo_on(terminal, recorder.echo)
+        recorder.echo(f"Ray's own output (cluster, Tune, workers): {log_path}")
+        try:
+            started = connect(address)
+            try:
+                _tune(setup, space, study_folder, study_name, seed, samples, todo, recorder, fresh, max_concurrent, storage_path)
+            finally:
+                if started:
+                    import ray
 
-            ray.shutdown()
+                    ray.shutdown()
+        finally:
+            recorder.echo = echo
 
 
 def _tune(setup, space, study_folder, study_name, seed, samples, todo, recorder, fresh, max_concurrent, storage_path) -> None:
@@ -135,9 +187,7 @@ def _tune(setup, space, study_folder, study_name, seed, samples, todo, recorder,
     setup = replace(setup, threads=threads)
     study = open_study(study_folder, study_name, seed=seed, samples=samples)
     close_stale_trials(study)
-    sample = DefineByRun(space, setup.section, setup.params)
-    if fresh:
-        enqueue_configured(study, sample, as_dict(setup.params))
+    sample = queue_trials(study, space, setup.section, setup.params, samples=samples, fresh=fresh)
     searcher = OptunaSearch(
         space=sample, metric=TUNE_METRIC, mode="max",
         sampler=study.sampler, study_name=study_name, storage=study_storage(study_folder),
