@@ -54,9 +54,11 @@ STUDY ?= configs/study_fashion_mnist.yaml
 study: setup
 	$(BIN)/python -m pipeline.study $(STUDY)
 
-# Prints the address of the experiment's runs page, then serves MLflow's UI on 127.0.0.1:5000.
+# Prints the address of the experiment's runs page, then serves MLflow's UI on 127.0.0.1:5000
+# (another port: make mlflow-ui MLFLOW_UI_PORT=5001).
+MLFLOW_UI_PORT ?= 5000
 mlflow-ui: setup
-	$(BIN)/python -m stages.mlflow_ui
+	$(BIN)/python -m stages.mlflow_ui --port $(MLFLOW_UI_PORT)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -17,6 +17,7 @@ from pipeline.estimate.measure import measure, measure_on_gpu, small_batch
 from pipeline.estimate.plan import CORRUPTION, INFERENCE, knn_passes, plan, predict
 from pipeline.estimate.timing import TIMED_STEPS
 from pipeline.yaml_merge import merged
+from readme_commands import readme_command, words
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -179,32 +180,41 @@ def test_small_timing_batches_shrink_with_the_image_size():
     assert small_batch(32, 3) == 3 and small_batch(32, 512, scale=8) == 32
 
 
-def run_estimate(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    """`python -m stages.preset ... --estimate` in a folder holding only a copy of params.yaml."""
+def files_in(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def run_estimate(tmp_path: Path, command: str) -> subprocess.CompletedProcess:
+    """A README `--estimate` command as written, in a folder holding only a copy of params.yaml and
+    of the preset the command names (`python` is this venv's: first on PATH). It writes nothing."""
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "2"}
-    return subprocess.run([sys.executable, "-m", "stages.preset", *args, "--estimate"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    for preset in (word for word in words(command) if word.startswith("configs/")):
+        (tmp_path / preset).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / preset).write_text((REPO / preset).read_text())
+    before = files_in(tmp_path)
+    env = {"PYTHONPATH": str(REPO), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "OMP_NUM_THREADS": "2"}
+    done = subprocess.run(words(command), cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert files_in(tmp_path) == before, f"--estimate wrote or changed files\nstderr:\n{done.stderr[-3000:]}"
+    return done
 
 
 @pytest.mark.slow
 def test_the_estimate_of_the_default_times_every_stage_and_writes_nothing(tmp_path):
-    done = run_estimate(tmp_path)
+    done = run_estimate(tmp_path, readme_command("python -m stages.preset --estimate"))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     expected = [stage for stage, *_ in rows_of(plan(params_of(), from_published("fashion_mnist", None, 0.1), corruption_processes=len(os.sched_getaffinity(0))))]
     assert [re.split(r"\s{2,}", line.strip())[0] for line in lines[2 : 2 + len(expected)]] == expected
     assert lines[3 + len(expected)].startswith("total") and lines[3 + len(expected)].endswith(" h)")
     assert "each figure is the median of the timed steps" in done.stdout and "run.device is cuda" not in done.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
     assert (tmp_path / "params.yaml").read_text() == (REPO / "params.yaml").read_text()
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback is for machines without CUDA")
 def test_a_preset_asking_for_cuda_on_a_cpu_machine_is_timed_on_the_cpu_and_labelled_an_upper_bound(tmp_path):
-    done = run_estimate(tmp_path, str(REPO / "configs/cifar10_resnet50.yaml"))
+    done = run_estimate(tmp_path, readme_command("python -m stages.preset configs/cifar10_resnet50.yaml --estimate"))
     assert done.returncode == 0, done.stderr
     line = next(line for line in done.stdout.splitlines() if line.startswith("run.device is cuda"))
     assert "no CUDA device: measured on the CPU at small batches (supcon 4, ce 4, linear 4, inference 32)" in line
     assert "ask for cuda at batch supcon 1024, ce 1024, linear 512, inference 512" in line and "upper bound, not a GPU prediction" in line
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]

@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from fixtures_data import write_cifar10, write_cifar100_classes, write_imagenet_tree, write_released_cifar_c, write_released_imagenet_c
+from readme_commands import readme_command, substituted, words
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,7 @@ WNIDS = ["n01440764", "n01443537"]
 LANES = 2
 MEASURED_SECONDS = {"imagenet_resnet200": 192, "cifar10_resnet50": 176, "imagenet_resnet50": 127, "cifar100_resnet50": 121}
 LONGEST_FIRST = sorted(PRESETS, key=lambda preset: -MEASURED_SECONDS.get(preset, float("inf")))
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+PROCESSES = 2  # torchrun's processes per node here: gloo on 2 cores, where the README has 8 GPUs
 
 # What the miniature overlay may change: the sizes of the run, and where this machine is not the
 # preset's (no GPU, the fixture's folders instead of downloads). Leaf keys, "*" any section.
@@ -151,18 +152,30 @@ def declared_outputs(repo: Path) -> list[Path]:
     return [repo / out["path"] for entry in lock.values() for out in entry.get("outs", [])]
 
 
+def apply_preset(preset_file: str, repo: Path) -> None:
+    """The README's `python -m stages.preset configs/cifar10_resnet50.yaml` with only the preset's
+    file changed (`python` is this venv's: first on the stages' PATH)."""
+    command = readme_command("python -m stages.preset configs/cifar10_resnet50.yaml")
+    run(words(substituted(command, {"configs/cifar10_resnet50.yaml": preset_file})), repo)
+
+
+def dvc_repro(repo: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    """The README's `dvc repro` (this venv's dvc: first on the stages' PATH)."""
+    return run(words(readme_command("dvc repro")), repo, timeout=timeout)
+
+
 def miniature_run(preset: str, root: Path) -> dict:
     """The user's commands for one preset: apply it, apply the miniature overlay, (torchrun,) `dvc repro`."""
     started = time.time()
     raw = root / "raw"
     write_fixture(preset, raw)
     repo = new_project(root)
-    run([sys.executable, "-m", "stages.preset", f"configs/{preset}.yaml"], repo)
+    apply_preset(f"configs/{preset}.yaml", repo)
     (repo / "miniature.yaml").write_text(yaml.safe_dump(overlay(preset, raw)))
-    run([sys.executable, "-m", "stages.preset", "miniature.yaml"], repo)
+    apply_preset("miniature.yaml", repo)
     if preset.startswith("imagenet"):
         trained_under_torchrun(repo)
-    done = run(["dvc", "repro"], repo, timeout=1500)
+    done = dvc_repro(repo, timeout=1500)
     robustness = json.loads((repo / "metrics/seeds/0/robustness.json").read_text())
     if preset == "cifar10_resnet50":
         scores_the_release_its_comment_offers(repo, raw)
@@ -223,25 +236,39 @@ def scores_the_release_its_comment_offers(repo: Path, raw: Path) -> None:
     """The CIFAR presets generate their corrupted sets; their comment offers the released one
     instead (`released: cifar10-c`): set, only the corrupted set and its scores are redone."""
     (repo / "release.yaml").write_text(yaml.safe_dump({"robustness": {"released": "cifar10-c", "released_root": str(raw / "cifar-10-c")}}))
-    run([sys.executable, "-m", "stages.preset", "release.yaml"], repo)
-    done = run(["dvc", "repro"], repo)
+    apply_preset("release.yaml", repo)
+    done = dvc_repro(repo)
     assert sorted(line.split("'")[1] for line in done.stdout.splitlines() if line.startswith("Running stage")) == ["compare", "corrupt", "report", "robustness@0"]
     robustness = json.loads((repo / "metrics/seeds/0/robustness.json").read_text())
     assert robustness["source"] == "cifar10-c" and robustness["images_per_cell"] == 20 and "mCE" in robustness["supcon"]
 
 
+def torchrun_commands() -> list[str]:
+    """The README's torchrun lines (section "Several GPUs and machines"), changed only where this
+    machine is not the README's: PROCESSES gloo processes for its 8 GPUs (the README says so), and
+    this venv's torchrun."""
+    lines = [
+        readme_command("torchrun --nproc_per_node=8 -m stages.pretrain_supcon"),
+        readme_command("torchrun --nproc_per_node=8 -m stages.linear_eval"),
+        readme_command("torchrun --nproc_per_node=8 -m stages.train_ce"),
+    ]
+    changes = {"torchrun": str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node=8": f"--nproc_per_node={PROCESSES}"}
+    return [substituted(line, changes) for line in lines]
+
+
 def trained_under_torchrun(repo: Path) -> None:
-    """The training stages under torchrun (2 gloo processes, synchronised BatchNorm), committed to
-    DVC, as the README's multi-GPU section does; `dvc repro` must then not train them again."""
-    run(["dvc", "repro", "prepare"], repo)
-    for module, args in (("pretrain_supcon", ["--seed", "0"]), ("train_ce", ["--seed", "0"]), ("linear_eval", ["--seed", "0"])):
-        run([*TORCHRUN, "-m", f"stages.{module}", *args], repo)
-    run(["dvc", "commit", "-f", "pretrain_supcon@0", "train_ce@0", "linear_eval@0"], repo)
+    """The training stages under torchrun (2 gloo processes, synchronised BatchNorm) and `dvc
+    commit`, as the README's torchrun section types them (seed 0, the miniature's seed; one
+    machine: torchrun's own rendezvous on a free port); `dvc repro` must then not train them again."""
+    run(words(readme_command("dvc repro prepare")), repo)
+    for command in torchrun_commands():
+        run(words(command), repo)
+    run(words(readme_command("dvc commit -f pretrain_supcon@0")), repo)
     for name in ("supcon", "ce", "linear"):
         import torch
 
         state = torch.load(repo / f"models/seeds/0/{name}/last.pt", weights_only=False)
-        assert state["config"]["world_size"] == 2, name
+        assert state["config"]["world_size"] == PROCESSES, name
     status = run(["dvc", "status", "pretrain_supcon@0", "train_ce@0", "linear_eval@0"], repo).stdout
     assert "changed" not in status, status
 

@@ -655,47 +655,81 @@ def _get(url: str, body: dict | None = None) -> dict | str:
     return json.loads(text) if "/api/" in url else text
 
 
+MAKE_SETUP_FILES = ("Makefile", "requirements.txt", "requirements-dev.txt", "constraints.txt", "pyproject.toml", "scripts/apt_install.sh")
+"""What `make mlflow-ui` reads besides the project: its setup prerequisites (copied with their
+times, so the venv's stamp stays newer than them and nothing is installed again)."""
+
+
+def make_mlflow_ui(repo: Path, port: int) -> list[str]:
+    """The README's `make mlflow-ui` in `repo`, on `port` (the Makefile's MLFLOW_UI_PORT), with
+    the venv of this python (the Makefile's VENV; the project copy has no .venv of its own)."""
+    from readme_commands import readme_command, words
+
+    for name in MAKE_SETUP_FILES:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, repo / name)
+    venv = Path(sys.executable).parent.parent
+    return [*words(readme_command("make mlflow-ui")), f"VENV={venv}", f"MLFLOW_UI_PORT={port}"]
+
+
+def make_env() -> dict[str, str]:
+    """The stages' environment as a shell gives it to make: no outer make's variables."""
+    return {k: v for k, v in env().items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
+
+
 @pytest.fixture(scope="module")
-def mlflow_server(project):
-    """`mlflow server` on the project's store, on a free port of 127.0.0.1, as a user would open it."""
+def mlflow_ui(project):
+    """`make mlflow-ui` (README, MLflow) on the project, on a free port of 127.0.0.1: the address it
+    prints and the UI it then serves, as a user would open them."""
     import socket
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     repo = project["repo"]
-    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{repo}/mlflow.db", "--host", "127.0.0.1", "--port", str(port)]
-    server = subprocess.Popen(command, cwd=repo, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = make_mlflow_ui(repo, port)
+    planned = subprocess.run([*command, "--dry-run"], cwd=repo, env=make_env(), capture_output=True, text=True, timeout=60)
+    assert planned.returncode == 0, planned.stderr
+    if "pip install" in planned.stdout:
+        pytest.fail(f"`make mlflow-ui` would install the venv again ({sys.executable}: its .installed stamp is older than a requirements file); run `make setup` first")
+    log = project["root"] / "mlflow-ui.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(command, cwd=repo, env=make_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
+        for _ in range(360):
+            if server.poll() is not None:
+                pytest.fail(f"{' '.join(command)} exited {server.returncode}:\n{log.read_text()[-3000:]}")
             try:
                 _get(f"{base}/health")
                 break
             except OSError:
                 time.sleep(0.5)
         else:
-            pytest.fail("mlflow server did not answer on /health within 60 s")
-        yield base, port
+            pytest.fail(f"`make mlflow-ui` did not answer on {base}/health within 180 s:\n{log.read_text()[-3000:]}")
+        yield base, port, log.read_text()
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        os.killpg(server.pid, signal.SIGTERM)  # make, the UI it started and the UI's workers
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
         import mlflow
 
         mlflow.set_tracking_uri(None)  # a test may point this process at the server
 
 
-def test_mlflow_ui_opens_on_the_runs_with_datasets_and_loadable_models(project, mlflow_server):
-    """`make mlflow-ui`'s address, checked through the tracking server's REST API."""
+def test_mlflow_ui_opens_on_the_runs_with_datasets_and_loadable_models(project, mlflow_ui):
+    """`make mlflow-ui`'s address, checked through the REST API of the UI it serves."""
     import mlflow.pytorch
 
     from pipeline.data import load_prepared
     from pipeline.evaluate import topk_accuracy
 
-    repo, (base, port) = project["repo"], mlflow_server
+    repo, (base, port, printed) = project["repo"], mlflow_ui
     mlflow.set_tracking_uri(base)
-    printed = run([sys.executable, "-m", "stages.mlflow_ui", "--print-url", "--port", str(port)], repo).stdout
-    experiment_id = re.search(rf"http://127\.0\.0\.1:{port}/#/experiments/(\d+)/runs", printed).group(1)
+    experiment_id = re.search(rf"SupCon vs CE runs: http://127\.0\.0\.1:{port}/#/experiments/(\d+)/runs", printed).group(1)
     assert '<div id="root"' in _get(f"{base}/")  # the UI's page is served there
     experiment = _get(f"{base}/api/2.0/mlflow/experiments/get?experiment_id={experiment_id}")["experiment"]
     assert experiment["name"] == "supcon-pipeline"
@@ -715,12 +749,11 @@ def test_mlflow_ui_opens_on_the_runs_with_datasets_and_loadable_models(project, 
         assert topk_accuracy(logits, data.test.labels) == pytest.approx(metrics(repo, stage_name)["test/top1"], abs=1 / len(data.test.labels) + 1e-9)
 
 
-def test_mlflow_runs_page_renders_in_a_headless_browser(project, mlflow_server):
+def test_mlflow_runs_page_renders_in_a_headless_browser(project, mlflow_ui):
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         pytest.skip("no chromium here (Debian: apt-get install chromium); the REST test above checks the same store")
-    base, port = mlflow_server
-    printed = run([sys.executable, "-m", "stages.mlflow_ui", "--print-url", "--port", str(port)], project["repo"]).stdout
-    url = re.search(r"http://\S+/runs", printed).group(0)
+    base, port, printed = mlflow_ui
+    url = re.search(rf"http://127\.0\.0\.1:{port}/\S+/runs", printed).group(0)
     dumped = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000", "--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert "train_ce-ce" in dumped.stdout and "linear_eval-supcon" in dumped.stdout, dumped.stdout[-2000:]
