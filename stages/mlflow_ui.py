@@ -2,7 +2,8 @@
 runs, opened where the comparison is (`make mlflow-ui`).
 
 Prints the address of the experiment's runs page (not MLflow 3's GenAI overview, where a bare
-address lands) and then serves the UI on the project's store until Ctrl-C. The experiment is
+address lands) and of the compare page of SupCon's and CE's newest runs (pipeline/mlflow_compare.py),
+and then serves the UI on the project's store until Ctrl-C. The experiment is
 created if no stage has run yet, so the address is valid from the start. Binds 127.0.0.1 unless
 --host says otherwise. Not a DVC stage.
 """
@@ -12,15 +13,20 @@ import os
 import sys
 
 from pipeline import tracking
+from pipeline.mlflow_compare import compare_page, newest_comparison_runs
 from pipeline.one_line_exit import exit_in_one_line
 from stages import paths
 from stages.cli import read_params
 
 
+def base_url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return f"http://{shown}:{port}"
+
+
 def runs_page(host: str, port: int, experiment_id: str) -> str:
     """The UI's address of an experiment's runs table (MLflow 3's route)."""
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    return f"http://{shown}:{port}/#/experiments/{experiment_id}/runs"
+    return f"{base_url(host, port)}/#/experiments/{experiment_id}/runs"
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -52,6 +58,10 @@ def main(argv: list[str] | None = None) -> None:
     mlflow.set_tracking_uri(uri)
     experiment_id = tracking.open_experiment(mlflow, params.tracking.experiment)
     print(f"SupCon vs CE runs: {runs_page(args.host, args.port, experiment_id)}", flush=True)
+    compared = newest_comparison_runs(mlflow.MlflowClient(), experiment_id)
+    if compared:
+        page = compare_page(base_url(args.host, args.port), experiment_id, compared)
+        print(f"SupCon vs CE compared (newest linear_eval and train_ce run of each seed; chart test/top1 and test/ece): {page}", flush=True)
     if args.print_url:
         return
     if not uri.startswith("sqlite:"):
