@@ -19,7 +19,6 @@ from pipeline.config import RESULT_NEUTRAL_KEYS, Params
 from pipeline.config_schema import as_dict
 from pipeline.data import PreparedDataset, Split, load_prepared
 from pipeline.device import place_model, resolve_device
-from pipeline.dvc_experiment import experiment_tags
 from pipeline.errors import UserError
 from pipeline.evaluate import classification_metrics, confusion_matrix
 from pipeline.preprocess import predict
@@ -237,7 +236,6 @@ def tracked_run(
         "encoder": params.model.encoder,
         **({"seed": str(seed)} if seed is not None else {}),
         **_machine_tags(env, resume),
-        **experiment_tags(),
         **(extra_tags or {}),
     }
     with tracking.start_run(

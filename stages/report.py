@@ -10,8 +10,7 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from pipeline import atomic, environment, tracking
-from pipeline.mlflow_compare import compare_page
+from pipeline import atomic, environment
 from pipeline.config import Params
 from pipeline.report import Folders, build, read_inputs
 from pipeline.report.figures import save_png
@@ -20,8 +19,6 @@ from stages.common import Cell
 from stages.cli import run_stage
 
 STAGE = "report"
-MLFLOW_UI = "http://127.0.0.1:5000"
-"""Where `make mlflow-ui` serves the store (stages/mlflow_ui.py's defaults)."""
 SUMMARY = paths.SUMMARY
 FIGURES = paths.REPORT_FIGURES
 FOLDERS = Folders(seeds=paths.SEEDS_METRICS, seed_plots=paths.SEEDS_PLOTS, reduced=paths.REDUCED_METRICS, sweeps=paths.SWEEPS)
@@ -40,24 +37,11 @@ def write(text: str, drawn: dict[str, Figure]) -> list[Path]:
     return written
 
 
-def compare_url(params: Params, inputs) -> str | None:
-    """MLflow's compare page (at `make mlflow-ui`'s address) of the runs the report's main table
-    reads: each seed's probe, then each seed's CE run; None when the store lacks the experiment."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking.tracking_uri(params.tracking.uri, paths.mlflow_db()))
-    experiment = client.get_experiment_by_name(params.tracking.experiment)
-    run_ids = [runs[seed].get("mlflow_run_id") for runs in (inputs.supcon, inputs.ce) for seed in sorted(runs)]
-    if experiment is None or not all(run_ids):
-        return None
-    return compare_page(MLFLOW_UI, experiment.experiment_id, run_ids)
-
-
 def report(params: Params) -> None:
     # Only this params' seeds and cells: results of ones since removed may still lie on disk.
     cells = {Cell(fraction, method, seed).name for fraction in params.reduced.fractions for method in params.reduced.methods for seed in params.run.seeds}
     inputs = read_inputs(FOLDERS, list(params.run.seeds), cells)  # before the MLflow run: a missing input opens no run
-    text, drawn, rows = build(inputs, dataset=params.data.dataset, encoder=params.model.encoder, views=params.supcon.views, compare_url=compare_url(params, inputs))
+    text, drawn, rows = build(inputs, dataset=params.data.dataset, encoder=params.model.encoder, views=params.supcon.views)
     env = environment.run_environment(torch.device("cpu"))
     verdicts = {f"claim/{row.key}": row.verdict for row in rows}
     with common.tracked_run(params, env, stage=STAGE, method=f"{inputs.method}-vs-ce", seed=None, resume=None, extra_tags=verdicts) as run:
