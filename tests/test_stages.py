@@ -736,6 +736,8 @@ def test_mlflow_ui_opens_on_the_runs_with_datasets_and_loadable_models(project, 
     assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"]  # opens on training runs, not GenAI
     runs = _get(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id], "max_results": 200})["runs"]
     by_stage = {tag["value"]: found for found in runs for tag in found["data"]["tags"] if tag["key"] == "stage"}
+    # The compare page it prints: SupCon's probe and CE of the one seed, in MLflow's own route.
+    assert compared_runs(printed, port) == ([metrics(repo, "linear_eval")["mlflow_run_id"], metrics(repo, "train_ce")["mlflow_run_id"]], [experiment_id])
     data = load_prepared(repo / "data/prepared/fashion_mnist")
     for stage_name in ("train_ce", "linear_eval"):
         found = by_stage[stage_name]
@@ -749,11 +751,21 @@ def test_mlflow_ui_opens_on_the_runs_with_datasets_and_loadable_models(project, 
         assert topk_accuracy(logits, data.test.labels) == pytest.approx(metrics(repo, stage_name)["test/top1"], abs=1 / len(data.test.labels) + 1e-9)
 
 
+def compared_runs(printed: str, port: int) -> tuple[list[str], list[str]]:
+    """The run and experiment ids in the compare page's address `make mlflow-ui` printed."""
+    from urllib.parse import unquote
+
+    url = re.search(rf"SupCon vs CE compared .*: (http://127\.0\.0\.1:{port}/#/compare-runs\?runs=(\S+)&experiments=(\S+))", printed)
+    return json.loads(unquote(url.group(2))), json.loads(unquote(url.group(3)))
+
+
 def test_mlflow_runs_page_renders_in_a_headless_browser(project, mlflow_ui):
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         pytest.skip("no chromium here (Debian: apt-get install chromium); the REST test above checks the same store")
     base, port, printed = mlflow_ui
     url = re.search(rf"http://127\.0\.0\.1:{port}/\S+/runs", printed).group(0)
-    dumped = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000", "--dump-dom", url], capture_output=True, text=True, timeout=120)
-    assert "train_ce-ce" in dumped.stdout and "linear_eval-supcon" in dumped.stdout, dumped.stdout[-2000:]
+    compare = re.search(rf"http://127\.0\.0\.1:{port}/#/compare-runs\S+", printed).group(0)
+    for page in (url, compare):  # the runs table, and SupCon's probe beside CE on the compare page
+        dumped = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000", "--dump-dom", page], capture_output=True, text=True, timeout=120)
+        assert "train_ce-ce" in dumped.stdout and "linear_eval-supcon" in dumped.stdout, (page, dumped.stdout[-2000:])
