@@ -28,7 +28,7 @@ setup: $(STAMP) dataset
 
 # DVC stages call `python`: put the venv first on PATH so they use its interpreter.
 repro: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 test: setup browser
 	$(BIN)/python -m pytest -q --durations=30
