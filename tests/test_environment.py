@@ -158,8 +158,11 @@ def test_machine_key_ignores_threads_but_not_the_isa():
     assert key == environment.machine_key(dict(env))
     assert environment.machine_key({**env, "env/threads": "123"}) == key
     assert environment.machine_key({**env, "env/packages_sha256": "0" * 16}) == key
-    assert environment.machine_key({**env, "env/cpu_isa": "avx2"}) != key
-    assert environment.machine_key({**env, "env/onednn_max_cpu_isa": "AVX2"}) != key
+    # another value than this machine's own (an AVX2-only CPU reports avx2 itself)
+    other_isa = "avx512_bf16" if env["env/cpu_isa"] == "avx2" else "avx2"
+    other_cap = "AVX512_CORE" if env["env/onednn_max_cpu_isa"] == "AVX2" else "AVX2"
+    assert environment.machine_key({**env, "env/cpu_isa": other_isa}) != key
+    assert environment.machine_key({**env, "env/onednn_max_cpu_isa": other_cap}) != key
 
 
 def test_machine_key_of_a_partial_dict_does_not_raise():
