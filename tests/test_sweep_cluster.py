@@ -13,6 +13,7 @@ test started and their strays, found by their own temp dir: never every Ray on t
 """
 
 import csv
+import functools
 import json
 import os
 import shutil
@@ -65,16 +66,19 @@ def start_node(command: str, temp: Path, resource: str, head: bool, log: Path) -
     )  # fmt: skip
 
 
-HOME = Path(tempfile.mkdtemp(prefix="ray-home-"))
-"""The cluster's home folder: the head writes its token to ~/.ray/auth_token there, the other
-processes read it (one machine: one home), and the user's own ~/.ray is left alone."""
+@functools.cache
+def cluster_home() -> Path:
+    """The cluster's home folder, made on first use (not when pytest imports this file): the head
+    writes its token to ~/.ray/auth_token there, the other processes read it (one machine: one
+    home), and the user's own ~/.ray is left alone. The `cluster` fixture removes it."""
+    return Path(tempfile.mkdtemp(prefix="ray-home-"))
 
 
 def cluster_env() -> dict[str, str]:
     """The README's shell on every node: its `export` line applied, in the test's home folder."""
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_TOKEN")}
     name, value = words(readme_command("export RAY_AUTH_MODE="))[1].split("=", 1)
-    env.update({name: value}, HOME=str(HOME), PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    env.update({name: value}, HOME=str(cluster_home()), PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
     return env
 
 
@@ -152,7 +156,7 @@ def cluster(tmp_path_factory):
             if process is not None:
                 stop(process, temp)
         shutil.rmtree(temp, ignore_errors=True)
-        shutil.rmtree(HOME, ignore_errors=True)
+        shutil.rmtree(cluster_home(), ignore_errors=True)
 
 
 def project(tiny, folder: Path) -> Path:  # noqa: F811

@@ -50,6 +50,10 @@ class SweepRuns:
         self._params(run.info.run_id, values)
         return run.info.run_id
 
+    def tag(self, run_id: str, key: str, value: str) -> None:
+        """One tag on a run already started (a trial's node, known once Ray has placed it)."""
+        self.client.set_tag(run_id, key, value)
+
     def log_epoch(self, run_id: str, epoch: int, metrics: Mapping[str, float]) -> None:
         from mlflow.entities import Metric
 

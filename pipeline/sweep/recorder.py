@@ -41,7 +41,7 @@ class Recorder:
         trial = self.open[number]
         if node and node != trial.node:
             trial.node = node
-            self.runs.client.set_tag(trial.run_id, "sweep.node", node)
+            self.runs.tag(trial.run_id, "sweep.node", node)
 
     def epoch(self, number: int, epoch: int, metrics: Mapping[str, float]) -> None:
         trial = self.open[number]

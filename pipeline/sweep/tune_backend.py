@@ -6,6 +6,7 @@ Local by default: `ray.init` with this machine's CPUs (and GPUs), nothing served
 127.0.0.1 (no dashboard; every Ray process listens on the loopback address only, see connect). `address` (or RAY_ADDRESS) joins a running cluster instead.
 """
 
+import functools
 import logging
 import os
 import time
@@ -80,9 +81,11 @@ def trial_resources(max_concurrent: int) -> tuple[int, int]:
     return max(1, cpus // max_concurrent), gpus
 
 
+@functools.cache
 def node_name() -> str:
     """This Ray node as <ip>/<first 8 hex of its node id>: the address names the machine, the id
-    tells apart two nodes started on one machine (a test's cluster)."""
+    tells apart two nodes started on one machine (a test's cluster). Cached: a worker process
+    never moves to another node, so a reused worker asks the cluster's node table once."""
     import ray
 
     node_id = ray.get_runtime_context().get_node_id()
