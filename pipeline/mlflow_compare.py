@@ -1,6 +1,6 @@
-"""MLflow's compare page for SupCon against cross-entropy: the newest linear-eval (SupCon's probe)
-and train_ce run of each training seed, side by side (`make mlflow-ui` prints it, the report links
-it).
+"""MLflow's compare page for SupCon against cross-entropy: the linear-eval (SupCon's probe) and
+train_ce run of each training seed, side by side. `make mlflow-ui` prints it for the newest runs in
+the store; the report links it for the runs its metrics files name.
 
 The address is MLflow 3's own route, `#/compare-runs?runs=[...]&experiments=[...]` (the UI builds
 it the same way from its runs table). That route reads only the two lists, so which chart it
@@ -17,6 +17,20 @@ COMPARED_STAGES = ("linear_eval", "train_ce")
 def compare_page(base_url: str, experiment_id: str, run_ids: list[str]) -> str:
     runs, experiments = json.dumps(run_ids, separators=(",", ":")), json.dumps([str(experiment_id)])
     return f"{base_url.rstrip('/')}/#/compare-runs?runs={quote(runs)}&experiments={quote(experiments)}"
+
+
+def recorded_comparison(base_url: str, supcon: dict[int, dict], ce: dict[int, dict]) -> str | None:
+    """The compare page of the runs the report reads (each seed's linear_eval, then each seed's
+    train_ce metrics), from the MLflow run and experiment ids their metrics files record, so the
+    link depends on the committed files only, not on which store this machine has. None when a
+    file records no run (tracking off, or written before the experiment id was recorded) or the
+    runs are in different experiments."""
+    recorded = [by_seed[seed] for by_seed in (supcon, ce) for seed in sorted(by_seed)]
+    run_ids = [metrics.get("mlflow_run_id") for metrics in recorded]
+    experiments = {metrics.get("mlflow_experiment_id") for metrics in recorded}
+    if not recorded or not all(run_ids) or len(experiments) != 1 or not next(iter(experiments)):
+        return None
+    return compare_page(base_url, next(iter(experiments)), run_ids)
 
 
 def newest_comparison_runs(client: Any, experiment_id: str) -> list[str]:

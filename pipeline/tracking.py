@@ -45,6 +45,7 @@ class Run:
     def __init__(self, mlflow_module: Any, run: Any) -> None:
         self._mlflow = mlflow_module
         self.run_id: str = run.info.run_id
+        self.experiment_id: str = run.info.experiment_id
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
@@ -88,7 +89,12 @@ class Run:
         import torch
 
         requirement = f"torch=={torch.__version__.split('+')[0]}"
-        info = mlflow.pytorch.log_model(model, name=name, serialization_format="pt2", input_example=example, pip_requirements=[requirement])
+        # validate_serving_input=False: MLflow would otherwise load the exported graph back and run
+        # the example through it on every log (about 5 s a model, twice per seed); loading from
+        # runs:/<id>/model is tested against the stage's checkpoint instead.
+        info = mlflow.pytorch.log_model(
+            model, name=name, serialization_format="pt2", input_example=example, pip_requirements=[requirement], validate_serving_input=False,
+        )  # fmt: skip
         return info.model_uri
 
 
@@ -96,6 +102,7 @@ class NullRun:
     """Stand-in on non-main ranks (and when tracking is off): accepts every call, logs nothing."""
 
     run_id = ""
+    experiment_id = ""
 
     def __getattr__(self, name: str):
         return lambda *args, **kwargs: None

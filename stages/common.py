@@ -19,6 +19,7 @@ from pipeline.config import RESULT_NEUTRAL_KEYS, Params
 from pipeline.config_schema import as_dict
 from pipeline.data import PreparedDataset, Split, load_prepared
 from pipeline.device import place_model, resolve_device
+from pipeline.dvc_experiment import experiment_tags
 from pipeline.errors import UserError
 from pipeline.evaluate import classification_metrics, confusion_matrix
 from pipeline.preprocess import predict
@@ -236,6 +237,7 @@ def tracked_run(
         "encoder": params.model.encoder,
         **({"seed": str(seed)} if seed is not None else {}),
         **_machine_tags(env, resume),
+        **experiment_tags(),
         **(extra_tags or {}),
     }
     with tracking.start_run(
@@ -300,7 +302,7 @@ def finish(run: tracking.Run | tracking.NullRun, stage: str, metrics: dict, hist
     """Write metrics/<stage>.json and plots/<stage>.csv, log them and the curves to MLflow."""
     if not dist.is_main_process():
         return
-    metrics = {"mlflow_run_id": run.run_id, **metrics, "environment": {**env, "machine": environment.machine_key(env)}}
+    metrics = {"mlflow_run_id": run.run_id, "mlflow_experiment_id": run.experiment_id, **metrics, "environment": {**env, "machine": environment.machine_key(env)}}
     atomic.write_json(paths.metrics_file(stage), metrics)
     atomic.write_text(paths.plot_file(stage), _history_csv(history))
     # Curves already have one point per epoch; a summary value logged again (at step 0) would
@@ -311,7 +313,7 @@ def finish(run: tracking.Run | tracking.NullRun, stage: str, metrics: dict, hist
     figure = figures.training_curves(history, stage)
     run.log_figure(figure, f"curves/{stage}.png")
     figures.close(figure)
-    print(f"{stage}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items() if k not in ("mlflow_run_id", "environment")))
+    print(f"{stage}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items() if k not in ("mlflow_run_id", "mlflow_experiment_id", "environment")))
 
 
 def log_confusion(run: tracking.Run | tracking.NullRun, matrix: torch.Tensor, class_names: list[str], stage: str) -> None:

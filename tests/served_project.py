@@ -4,7 +4,7 @@
 folder), started from a fresh folder on a free port of 127.0.0.1. `served_project` is a git + DVC
 copy of the project with a tiny params.yaml that logs to that server as a node would (the README's
 `export MLFLOW_TRACKING_URI=...`): `make repro`, a 2-trial Ray sweep with both trials at once,
-`dvc repro` again, and a commit of what git carries. test_mlflow_server.py checks what reached the
+`dvc exp run` (the report again, as a DVC experiment), and a commit of what git carries. test_mlflow_server.py checks what reached the
 server and test_dvc_remote.py pushes, clones and pulls the same project: one tiny pipeline serves
 both, which keeps them cheap on 2-core CI machines.
 
@@ -189,8 +189,9 @@ def timed(seconds: dict, name: str, step, *args):
 @pytest.fixture(scope="session")
 def served_project(tracking_server, tmp_path_factory) -> dict:
     """The tiny project built against the tracking server: `make repro`, a 2-trial concurrent Ray
-    sweep (which refreshes the report outside DVC), `dvc repro` to bring dvc.lock back in line,
-    then a commit of everything git carries (metrics, plots, report, the sweep's results)."""
+    sweep (which refreshes the report outside DVC), `dvc exp run` to bring dvc.lock back in line
+    (it reruns the report, as an experiment whose MLflow run carries the experiment's name), then
+    a commit of everything git carries (metrics, plots, report, the sweep's results)."""
     root = tmp_path_factory.mktemp("served")
     repo, raw, env = root / "repo", root / "raw", project_env(tracking_server.url)
     seconds: dict[str, float] = {"server_startup": round(tracking_server.startup_s, 1)}
@@ -198,10 +199,13 @@ def served_project(tracking_server, tmp_path_factory) -> dict:
     timed(seconds, "git_dvc_init", init_repository, repo, env)
     repro = timed(seconds, "make_repro", make_repro, repo, env)
     sweep = timed(seconds, "sweep", run, [sys.executable, *SWEEP], repo, env, 600)
-    again = timed(seconds, "dvc_repro", run, words(readme_command("dvc repro")), repo, env, 600)
+    baseline = run(["git", "rev-parse", "HEAD"], repo, env).stdout.strip()
+    again = timed(seconds, "dvc_exp_run", run, [str(VENV / "bin/dvc"), "exp", "run"], repo, env, 600)
+    experiment = run([str(VENV / "bin/dvc"), "exp", "list", "--name-only"], repo, env).stdout.split()
     commit(repo, env, "results")
     print(f"served_project seconds: {seconds}")
     return {
         "root": root, "repo": repo, "raw": raw, "url": tracking_server.url, "server_folder": tracking_server.folder,
-        "make_repro": repro.stdout, "sweep": sweep.stdout, "dvc_repro": again.stdout, "seconds": seconds, "epochs": EPOCHS,
+        "make_repro": repro.stdout, "sweep": sweep.stdout, "dvc_exp_run": again.stdout, "seconds": seconds, "epochs": EPOCHS,
+        "dvc_experiments": experiment, "baseline": baseline,
     }  # fmt: skip

@@ -1,6 +1,7 @@
 """The compare page `make mlflow-ui` prints (pipeline/mlflow_compare.py): the newest FINISHED
 linear_eval and train_ce run of each seed, in MLflow 3's own compare route, on a real sqlite
-store with runs that must be left out (older, failed, reduced-data cells, sweeps)."""
+store with runs that must be left out (older, failed, reduced-data cells, sweeps); and the page the
+report links, built from the run and experiment ids the metrics files record."""
 
 import json
 import time
@@ -8,7 +9,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from pipeline.mlflow_compare import compare_page, newest_comparison_runs
+from pipeline.mlflow_compare import compare_page, newest_comparison_runs, recorded_comparison
 
 
 @pytest.fixture
@@ -48,3 +49,24 @@ def test_the_address_is_mlflows_compare_route_with_json_lists():
     assert route == "/compare-runs"
     fields = {key: json.loads(unquote(values[0])) for key, values in parse_qs(query, keep_blank_values=True).items()}
     assert fields == {"runs": ["a1", "b2"], "experiments": ["7"]}
+
+
+def recorded(run_id: str, experiment: str = "3") -> dict:
+    return {"mlflow_run_id": run_id, "mlflow_experiment_id": experiment, "test/top1": 0.5}
+
+
+def test_the_report_links_each_seeds_recorded_probe_then_ce_run():
+    supcon, ce = {1: recorded("p1"), 0: recorded("p0")}, {0: recorded("c0"), 1: recorded("c1")}
+    assert recorded_comparison("http://127.0.0.1:5000", supcon, ce) == compare_page("http://127.0.0.1:5000", "3", ["p0", "p1", "c0", "c1"])
+
+
+@pytest.mark.parametrize(
+    "ce",
+    [
+        {0: {"test/top1": 0.5}},  # tracking was off: no run recorded
+        {0: {"mlflow_run_id": "c0", "test/top1": 0.5}},  # written before the experiment id was recorded
+        {0: recorded("c0", experiment="4")},  # another experiment: no one compare page holds both
+    ],
+)
+def test_no_link_when_the_files_do_not_name_runs_of_one_experiment(ce):
+    assert recorded_comparison("http://127.0.0.1:5000", {0: recorded("p0")}, ce) is None

@@ -2,11 +2,12 @@
 a sweep with two trials at once log over HTTP to `mlflow server`, and everything arrives.
 
 The project (tests/served_project.py, shared with test_dvc_remote.py) ran `make repro`, the sweep
-and `dvc repro` with MLFLOW_TRACKING_URI pointing at the server. Here, through the server only:
+and `dvc exp run` with MLFLOW_TRACKING_URI pointing at the server. Here, through the server only:
 one FINISHED run per stage with its per-epoch curves, the report's run, the sweep's parent with
 exactly its two children (nothing lost while two trials logged concurrently), the dataset inputs,
-and the logged models, which load from `runs:/<id>/model` and score the test split as the stage
-said. Artifacts sit in the server's own artifact root, and the project has no local store.
+the logged models, which load from `runs:/<id>/model` and score the test split as the stage
+said, the experiment's name on the run `dvc exp run` made, and the report's compare link naming
+the server's runs. Artifacts sit in the server's own artifact root, and the project has no local store.
 """
 
 import json
@@ -69,7 +70,7 @@ def test_every_stage_logged_one_finished_run_with_its_curves(served_project):
         history = client.get_metric_history(staged[name][0].info.run_id, "train/loss")
         assert sorted(m.step for m in history) == list(range(1, served_project["epochs"] + 1))
     assert [r.data.tags["method"] for r in staged["reduced_data"]] == ["ce"]  # the one cell of the tiny params
-    # The report ran three times: `make repro`, the sweep's refresh, and `dvc repro` after it.
+    # The report ran three times: `make repro`, the sweep's refresh, and `dvc exp run` after it.
     assert len(staged["report"]) == 3 and {r.info.status for r in staged["report"]} == {"FINISHED"}
 
 
@@ -151,3 +152,26 @@ def test_artifacts_live_in_the_servers_artifact_root_and_the_project_has_no_stor
         assert stored.is_file(), stored
     assert len(list(served.rglob("MLmodel"))) == 2  # train_ce's and linear_eval's models
     assert not [p for p in ("mlflow.db", "mlruns", "mlartifacts") if (repo / p).exists()]
+
+
+def test_the_run_dvc_exp_run_made_carries_the_experiments_name_and_baseline(served_project):
+    """`dvc exp run` reran only the report: that run, and no other, is tagged with the name
+    `dvc exp list` shows and the commit the experiment started from."""
+    (name,) = served_project["dvc_experiments"]
+    _, runs = all_runs(served_project["url"])
+    tagged = [r for r in runs if "dvc_exp_name" in r.data.tags]
+    assert [r.data.tags["stage"] for r in tagged] == ["report"], [r.data.tags.get("stage") for r in tagged]
+    assert tagged[0].data.tags["dvc_exp_name"] == name and tagged[0].data.tags["dvc_exp_baseline_rev"] == served_project["baseline"]
+    assert "Running stage 'report'" in served_project["dvc_exp_run"]
+
+
+def test_the_reports_compare_link_names_the_servers_probe_and_ce_runs(served_project):
+    from pipeline.mlflow_compare import compare_page
+    from stages.report import MLFLOW_UI
+
+    repo = served_project["repo"]
+    staged = by_stage(all_runs(served_project["url"])[1])
+    probe, ce = staged["linear_eval"][0].info, staged["train_ce"][0].info
+    assert probe.experiment_id == ce.experiment_id == metrics(repo, "linear_eval")["mlflow_experiment_id"]
+    link = compare_page(MLFLOW_UI, probe.experiment_id, [probe.run_id, ce.run_id])
+    assert link in (repo / "reports/summary.md").read_text()

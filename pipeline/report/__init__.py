@@ -17,11 +17,12 @@ from pipeline.report.sections import claims_section, curves_section, reduced_sec
 __all__ = ["Claim", "Folders", "Inputs", "build", "read_inputs"]
 
 
-def build(inputs: Inputs, *, dataset: str, encoder: str, views: int) -> tuple[str, dict[str, Figure], list[Claim]]:
+def build(inputs: Inputs, *, dataset: str, encoder: str, views: int, compare_url: str | None = None) -> tuple[str, dict[str, Figure], list[Claim]]:
     """The summary's markdown, its figures by name, and the claims.
 
     dataset, encoder: named in the main comparison; views: pretraining views per image, for a
-    pretrain_supcon.json that does not record them (params' supcon.views).
+    pretrain_supcon.json that does not record them (params' supcon.views); compare_url: MLflow's
+    compare page of the main comparison's runs, linked under Sources.
     """
     rows = claim_rows(inputs)
     sections = [
@@ -31,7 +32,7 @@ def build(inputs: Inputs, *, dataset: str, encoder: str, views: int) -> tuple[st
         robustness_section(inputs),
         sweep_section(inputs),
         curves_section(inputs),
-        sources_section(inputs),
+        sources_section(inputs, compare_url),
     ]
     head = [f"# {label(inputs.method)} vs cross-entropy: what held", "", "Built by the `report` stage from the metrics files under Sources only.", ""]
     text = "\n".join(head + [line for lines, _ in sections for line in (*lines, "")])

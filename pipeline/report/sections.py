@@ -213,6 +213,7 @@ def curves_section(inputs: Inputs) -> Section:
     return lines, {"training_curves": report_figures.training_curves(inputs.curves)}
 
 
-def sources_section(inputs: Inputs) -> Section:
+def sources_section(inputs: Inputs, compare_url: str | None = None) -> Section:
     rows = [[f"`{path}`", data.get("mlflow_run_id", "—")] for path, data in sorted(inputs.sources.items())]
-    return ["## Sources", "", f"Layout: {inputs.layout}.", "", *table(["file", "MLflow run"], rows)], {}
+    compare = [f"SupCon against CE in MLflow's compare page (each seed's probe and CE run; open it while `make mlflow-ui` serves the store): {compare_url}", ""] if compare_url else []
+    return ["## Sources", "", f"Layout: {inputs.layout}.", "", *compare, *table(["file", "MLflow run"], rows)], {}
