@@ -103,11 +103,16 @@ def _step(loss_fn, features: torch.Tensor, labels: torch.Tensor) -> None:
 def _time_cases(batch: int, device: str, repeats: int, warmup: int) -> dict[str, float]:
     """Median seconds of forward+backward per case, cases interleaved repeat by repeat."""
     features, labels = _inputs(batch, device)
-    fns = {case: _loss_fn(case) for case in CASES}
+    return time_round_robin({case: _loss_fn(case) for case in CASES}, features, labels, repeats, warmup)
+
+
+def time_round_robin(fns: dict[str, Callable], features: torch.Tensor, labels: torch.Tensor, repeats: int, warmup: int) -> dict[str, float]:
+    """Median seconds of one forward+backward of each loss fn, the fns interleaved repeat by
+    repeat so that load from other processes hits them alike."""
     for _ in range(warmup):
         for fn in fns.values():
             _step(fn, features, labels)
-    times: dict[str, list[float]] = {case: [] for case in CASES}
+    times: dict[str, list[float]] = {case: [] for case in fns}
     for _ in range(repeats):
         for case, fn in fns.items():
             start = time.perf_counter()
@@ -121,6 +126,12 @@ def _peak_bytes_here(case: str, batch: int, device: str) -> int:
     fn = _loss_fn(case)
     _step(fn, *_inputs(8, device))  # first-call allocations (kernels, caches) are not the loss's
     features, labels = _inputs(batch, device)
+    return step_peak_bytes(fn, features, labels, device)
+
+
+def step_peak_bytes(fn: Callable, features: torch.Tensor, labels: torch.Tensor, device: str) -> int:
+    """Peak memory one forward+backward of `fn` needs beyond what is allocated before it: CUDA's
+    allocator counter, or on the CPU the kernel's peak-RSS mark reset first (see module docstring)."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

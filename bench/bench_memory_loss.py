@@ -19,16 +19,14 @@ kernel's peak-RSS mark reset, as bench.bench_loss does.
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from bench.bench_loss import _proc_status_kib, _step
+from bench.bench_loss import _step, step_peak_bytes, time_round_robin
 from pipeline.losses import supcon_loss
 from pipeline.memory_loss import supcon_loss_with_memory
 
@@ -76,34 +74,14 @@ def _pml_xbm(cross_batch_memory, supcon, memory: torch.Tensor, key_labels: torch
 
 def _time_cases(batch: int, keys: int, device: str, repeats: int, warmup: int) -> dict[str, float]:
     features, labels, memory, key_labels = _inputs(batch, keys, device)
-    fns = {case: _loss_fn(case, memory, key_labels) for case in CASES}
-    for _ in range(warmup):
-        for fn in fns.values():
-            _step(fn, features, labels)
-    times: dict[str, list[float]] = {case: [] for case in CASES}
-    for _ in range(repeats):
-        for case, fn in fns.items():
-            start = time.perf_counter()
-            _step(fn, features, labels)
-            times[case].append(time.perf_counter() - start)
-    return {case: statistics.median(ts) for case, ts in times.items()}
+    return time_round_robin({case: _loss_fn(case, memory, key_labels) for case in CASES}, features, labels, repeats, warmup)
 
 
 def _peak_bytes_here(case: str, batch: int, keys: int, device: str) -> int:
     features, labels, memory, key_labels = _inputs(batch, keys, device)
     fn = _loss_fn(case, memory, key_labels)
     _step(fn, features, labels)  # first-call allocations and pml's memory buffer are not the step's
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        _step(fn, features, labels)
-        return torch.cuda.max_memory_allocated() - before
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
-    before = _proc_status_kib("VmRSS")
-    _step(fn, features, labels)
-    return (_proc_status_kib("VmHWM") - before) * 1024
+    return step_peak_bytes(fn, features, labels, device)
 
 
 def _peak_bytes(case: str, batch: int, keys: int, device: str) -> int:

@@ -16,6 +16,7 @@ mantissa, and through ResNet-50 its worst tensor is far off in either layout: on
 the only guard on the bar is that the contiguous gradient still carries signal (error < 1).
 """
 
+import copy
 import statistics
 
 import pytest
@@ -55,12 +56,12 @@ def cuda_gradient_errors(name: str, channels: int, size: int, batch: int, seed: 
     encoder = _smooth(build_encoder(name, in_channels=channels, image_size=size, width=16))
     images = torch.randn(batch, channels, size, size)
     weights = torch.randn(batch, encoder.out_dim, generator=torch.Generator().manual_seed(seed + 100), dtype=torch.float64)
-    reference = _copy(encoder).double().to(CUDA)  # float64 on the GPU: the same IEEE arithmetic, in seconds
+    reference = copy.deepcopy(encoder).double().to(CUDA)  # float64 on the GPU: the same IEEE arithmetic, in seconds
     _backward(reference, images.double().to(CUDA), weights.to(CUDA))
-    contiguous = _copy(encoder).to(CUDA)
+    contiguous = copy.deepcopy(encoder).to(CUDA)
     with autocast(CUDA):
         _backward(contiguous, images.to(CUDA), weights.to(CUDA))
-    placed = place_model(_copy(encoder), CUDA)
+    placed = place_model(copy.deepcopy(encoder), CUDA)
     with autocast(CUDA):
         _backward(placed, to_input(images, CUDA), weights.to(CUDA))
     reference = reference.cpu()
@@ -73,12 +74,6 @@ def _relative_error(model: torch.nn.Module, reference: torch.nn.Module) -> float
     pairs = [(p.grad.double(), q.grad) for p, q in zip(model.parameters(), reference.parameters(), strict=True)]
     largest = max(q.norm().item() for _, q in pairs)
     return max((p - q).norm().item() / q.norm().item() for p, q in pairs if q.norm().item() > NEGLIGIBLE * largest)
-
-
-def _copy(module: torch.nn.Module) -> torch.nn.Module:
-    import copy
-
-    return copy.deepcopy(module)
 
 
 @pytest.mark.parametrize("config", [("small_resnet", 1, 28, 256), ("resnet18", 3, 32, 128), ("resnet50", 3, 32, 64), ("resnet50", 3, 224, 16)], ids=lambda c: "-".join(map(str, c)))
