@@ -47,7 +47,7 @@ def kept_per_rank(n_max: int, num_classes: int, factor: float, profile: str) -> 
 def long_tailed_indices(labels: torch.Tensor, factor: float, profile: str = "exponential", order_seed: int | None = None, seed: int = 0) -> torch.Tensor:
     """Sorted indices into `labels` (the train split's, [N]) of the images the long tail keeps.
 
-    A class smaller than its rank's count keeps all it has (a balanced split never is).
+    A class smaller than its rank's count keeps all it has (never so when the split is balanced).
     """
     labels = labels.to(torch.long)
     num_classes = int(labels.max()) + 1

@@ -39,7 +39,7 @@ def supcon_loss_with_memory(
     _check_options(temperature, base_temperature, variant, block_size)
     _check_inputs(features, labels)
     _check_keys(features, labels, keys, key_labels)
-    batch, views, dim = features.shape
+    batch, views = features.shape[:2]
     rows = batch * views
     z, batch_codes = _flatten(features, labels)
     z = torch.cat([z, keys.detach().to(z.dtype)])
