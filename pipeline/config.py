@@ -91,6 +91,25 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class ImbalanceConfig:
+    """A long-tailed labelled train split (issue 21; pipeline/imbalance.py). Val and test stay balanced."""
+
+    factor: float | None = None
+    """n_max / n_min of the train split's classes; null = the split as it is (balanced). The class
+    at rank r of C keeps floor(n_max * factor^(-r / (C - 1))) images (exponential, as CIFAR-10-LT)."""
+    profile: Literal["exponential", "step"] = "exponential"
+    """exponential (Cui et al. 2019) or step (the first half of the classes keep n_max, the rest
+    n_max / factor; Cao et al. 2019)."""
+    class_order: Literal["index", "seeded"] = "index"
+    """Which classes form the head: class index order (0 is the head, as CIFAR-LT's lists are
+    made) or a permutation seeded by run.seed."""
+
+    def validate(self, at: str) -> None:
+        if self.factor is not None:
+            require(1.0 <= self.factor < float("inf"), f"{at}.factor", self.factor, "a number >= 1 (n_max / n_min; 1 = balanced) or null")
+
+
+@dataclass(frozen=True)
 class DataConfig:
     dataset: str = "fashion_mnist"
     """A registered dataset: fashion_mnist, cifar10, cifar100, imagenet, imagefolder."""
@@ -116,6 +135,8 @@ class DataConfig:
     """storage auto: image trees with more train images than this are read from their files."""
     loader_workers: int = 0
     """storage files: decoding worker processes per training process; 0 = one per core (at most 8)."""
+    imbalance: ImbalanceConfig = field(default_factory=ImbalanceConfig)
+    """Subsample the labelled train split to a long tail (default: off)."""
 
     def validate(self, at: str) -> None:
         _require_registered("dataset", f"{at}.dataset", self.dataset)
@@ -226,6 +247,22 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class MemoryConfig:
+    """A queue of earlier batches' keys for the SupCon loss (issue 21; pipeline/memory_queue.py)."""
+
+    size: int = 0
+    """Keys held (one per view of each image; FIFO); 0 = off: the plain SupCon loss and gradients,
+    exactly. Capped at the number of training images (a 1% cell holds fewer than the queue)."""
+    momentum: float = 0.99
+    """EMA momentum of the key encoder (a copy of encoder + head): 0 = the online model's own
+    embeddings, detached (pytorch-metric-learning's CrossBatchMemory)."""
+
+    def validate(self, at: str) -> None:
+        require(self.size >= 0, f"{at}.size", self.size, "an integer >= 0 (0 = no queue)")
+        require(0.0 <= self.momentum < 1.0, f"{at}.momentum", self.momentum, "a number in [0, 1)")
+
+
+@dataclass(frozen=True)
 class SupConConfig(TrainingConfig):
     method: Literal["supcon", "simclr"] = "supcon"
     """supcon uses labels (many positives); simclr ignores them (only the other views)."""
@@ -241,6 +278,8 @@ class SupConConfig(TrainingConfig):
     """Run the kNN monitor on the val split every this many epochs (0 = never)."""
     knn_k: int = 20
     """Neighbours for the kNN monitor."""
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    """Momentum-key queue: earlier batches' keys join the contrast set (for small batches)."""
 
     def validate(self, at: str) -> None:
         super().validate(at)
