@@ -48,8 +48,11 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-def save(path: Path, *, model: nn.Module, optimizer, scheduler, epoch: int, history: list, spec: dict, config: dict, run_id: str, machine: str = "") -> None:
-    """Write the state after `epoch` completed epochs; `machine` names where it was trained."""
+def save(
+    path: Path, *, model: nn.Module, optimizer, scheduler, epoch: int, history: list, spec: dict, config: dict, run_id: str, machine: str = "", method_state: dict | None = None
+) -> None:
+    """Write the state after `epoch` completed epochs; `machine` names where it was trained;
+    method_state: training state beside the model (the key queue), stored only when there is one."""
     state = {
         "format": FORMAT,
         "epoch": epoch,
@@ -63,6 +66,8 @@ def save(path: Path, *, model: nn.Module, optimizer, scheduler, epoch: int, hist
         "mlflow_run_id": run_id,
         "machine": machine,
     }
+    if method_state is not None:
+        state["method_state"] = method_state
     atomic.torch_save(path, state)
 
 

@@ -63,6 +63,10 @@ class Loop:
     on_save: Callable[[int], None] | None = None
     """Called at each checkpoint, after epoch e, on every rank, before last.pt is written: a
     method writes its own files there (BestOnVal: best.pt), so they never run ahead of last.pt."""
+    after_step: Callable[[], None] | None = None
+    """Called after each optimizer and schedule step (the key encoder's EMA update)."""
+    state: nn.Module | None = None
+    """Training state beside the model (the key queue): checkpointed and resumed with it."""
 
 
 @dataclass
@@ -132,6 +136,8 @@ def _resume(loop: Loop, run: RunContext) -> tuple[list[dict[str, float]], int]:
     checkpoint.unwrap(loop.model).load_state_dict(run.resume["model"])
     loop.optimizer.load_state_dict(run.resume["optimizer"])
     loop.scheduler.load_state_dict(run.resume["scheduler"])
+    if loop.state is not None:
+        loop.state.load_state_dict(run.resume["method_state"])
     history, start = list(run.resume["history"]), run.resume["epoch"]
     if dist.is_main_process() and start < loop.epochs:
         print(f"{loop.name}: resuming after epoch {start} from {run.checkpoint_path}")
@@ -160,6 +166,7 @@ def _save(loop: Loop, run: RunContext, epochs_done: int, history: list) -> None:
         checkpoint.save(
             run.checkpoint_path, model=loop.model, optimizer=loop.optimizer, scheduler=loop.scheduler, epoch=epochs_done,
             history=history, spec=loop.spec, config=run.config or {}, run_id=run.run_id, machine=run.machine,
+            method_state=None if loop.state is None else loop.state.state_dict(),
         )  # fmt: skip
     dist.barrier()
 
@@ -210,6 +217,8 @@ def _train_step(loop: Loop, device: torch.device, inputs: torch.Tensor, labels: 
     loss.backward()
     loop.optimizer.step()
     loop.scheduler.step()
+    if loop.after_step is not None:
+        loop.after_step()
     return loss.detach().float()
 
 

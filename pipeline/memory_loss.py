@@ -10,6 +10,7 @@ they are until the queue is wired into training.
 
 import torch
 
+from pipeline import dist
 from pipeline.losses import _anchor_loss_sum, _check_inputs, _check_options, _flatten, _require_positives
 
 
@@ -23,6 +24,7 @@ def supcon_loss_with_memory(
     base_temperature: float | None = None,
     variant: str = "out",
     block_size: int | None = None,
+    across_ranks: bool = False,
 ) -> torch.Tensor:
     """SupCon loss of one batch whose contrast set also holds a memory of earlier keys.
 
@@ -35,12 +37,21 @@ def supcon_loss_with_memory(
         views of an image are its positives, and every key is a negative).
     keys: [M, D] L2-normalised keys of earlier batches (a momentum encoder's),
         on the features' device; key_labels: [M] class ids (None with labels None).
+    across_ranks: under torchrun, as `supcon_loss`'s: this rank's anchors against every rank's
+        batch rows (gathered with gradient) and the keys, which every rank holds the same of
+        (the keys are gathered before they are enqueued). The mean over ranks is then the loss
+        of one process on the concatenated batch with the same queue.
     """
     _check_options(temperature, base_temperature, variant, block_size)
     _check_inputs(features, labels)
     _check_keys(features, labels, keys, key_labels)
+    first, world = 0, 1
+    if across_ranks and dist.world_size() > 1:
+        first, world = dist.rank() * features.shape[0] * features.shape[1], dist.world_size()
+        features = dist.gather_with_grad(features)
+        labels = None if labels is None else dist.gather_no_grad(labels)
     batch, views = features.shape[:2]
-    rows = batch * views
+    local_rows = batch * views // world
     z, batch_codes = _flatten(features, labels)
     z = torch.cat([z, keys.detach().to(z.dtype)])
     if labels is None:  # SimCLR: each key is its own class, a positive of nothing
@@ -50,10 +61,10 @@ def supcon_loss_with_memory(
         batch_codes, key_codes = codes[:batch].repeat_interleave(views), codes[batch:]
     codes = torch.cat([batch_codes, key_codes])
     counts = torch.bincount(codes)
-    n_valid = (counts[batch_codes] > 1).sum()  # anchors (batch rows only) with a positive
+    n_valid = (counts[batch_codes] > 1).sum()  # anchors (batch rows of every rank) with a positive
     _require_positives(n_valid)
-    loss_sum = _anchor_loss_sum(z, codes, counts, 0, rows, temperature, variant, block_size)
-    return temperature / (base_temperature or temperature) * loss_sum / n_valid
+    loss_sum = _anchor_loss_sum(z, codes, counts, first, local_rows, temperature, variant, block_size)
+    return temperature / (base_temperature or temperature) * world * loss_sum / n_valid
 
 
 def _check_keys(features: torch.Tensor, labels: torch.Tensor | None, keys: torch.Tensor, key_labels: torch.Tensor | None) -> None:

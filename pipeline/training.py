@@ -76,6 +76,8 @@ def train(
         spec=parts.spec,
         evaluate=parts.evaluate,
         on_save=parts.on_save,
+        after_step=parts.after_step,
+        state=parts.state,
     )
     history = fit(loop, run)
     predictor = parts.predictor() if parts.predictor is not None else parts.model.eval()

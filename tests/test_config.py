@@ -208,6 +208,11 @@ def test_wrong_types_are_rejected(raw, key, allowed):
         (params_with(run={"seeds": [0, 0]}), "run.seeds", "without repeats"),
         (params_with(run={"checkpoint_every_steps": 0}), "run.checkpoint_every_steps", ">= 1"),
         (params_with(run={"checkpoint_every_minutes": 0}), "run.checkpoint_every_minutes", "> 0"),
+        (params_with(supcon={"memory": {"size": -1}}), "supcon.memory.size", ">= 0"),
+        (params_with(supcon={"memory": {"momentum": 1.0}}), "supcon.memory.momentum", "[0, 1)"),
+        (params_with(supcon={"memory": {"momentum": -0.1}}), "supcon.memory.momentum", "[0, 1)"),
+        (params_with(data={"imbalance": {"factor": 0.5}}), "data.imbalance.factor", ">= 1"),
+        (params_with(data={"imbalance": {"profile": "linear"}}), "data.imbalance.profile", "'exponential', 'step'"),
     ],
 )
 def test_out_of_range_values_are_rejected(raw, key, allowed):

@@ -201,6 +201,47 @@ def _sharded_knn_case() -> dict:
     return {"scores": knn(), "scores_loo": knn(exclude=exclude)}
 
 
+MEMORY_STEPS, MEMORY_BATCH, MEMORY_VIEWS = 4, 8, 2  # global batch of 8 images; each rank takes 4
+
+
+class _Embed(nn.Module):
+    """A BatchNorm-free embedding, so a rank's keys do not depend on which rows share its batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.linear(x), dim=1)
+
+
+def _memory_run(rows: slice, world: int) -> dict:
+    """MEMORY_STEPS steps of SupCon with a key queue on `rows` of each global batch."""
+    from pipeline.methods.key_memory import KeyMemory
+
+    torch.manual_seed(0)
+    model = _Embed()
+    memory = KeyMemory(model, size=20, momentum=0.5, dim=4)  # 16 keys a step: the FIFO wraps at step 2
+    placed = dist.wrap_ddp(model, CPU) if world > 1 else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    data = torch.Generator().manual_seed(1)
+    losses, weights, queues = [], [], []
+    for _ in range(MEMORY_STEPS):
+        x = torch.randn(MEMORY_BATCH * MEMORY_VIEWS, 6, generator=data).view(MEMORY_BATCH, MEMORY_VIEWS, 6)
+        labels = torch.randint(0, 3, (MEMORY_BATCH,), generator=data)
+        inputs, own = x[rows].flatten(0, 1), labels[rows]
+        features = placed(inputs).view(len(own), MEMORY_VIEWS, -1)
+        loss = memory.loss(features, own, inputs, temperature=0.5, across_ranks=True)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        memory.after_step(model)
+        losses.append(loss.detach())
+        weights.append({name: p.detach().clone() for name, p in model.named_parameters()})
+        queues.append(memory.queue.contents())
+    return {"losses": torch.stack(losses), "weights": weights, "queues": queues, "state": memory.state_dict()}
+
+
 def _worker(rank: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch_dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=timedelta(seconds=60))
@@ -216,6 +257,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         "probe": _probe(PROBE_BATCH, out / "probe" / "last.pt", wrap),
         "probe_in_memory": _probe(PROBE_BATCH, None, wrap),
         "diverge": _diverge_case(rank, out),
+        "key_memory": _memory_run(slice(rank * MEMORY_BATCH // WORLD, (rank + 1) * MEMORY_BATCH // WORLD), WORLD),
     }
     torch.save(results, out / f"rank{rank}.pt")
     torch_dist.destroy_process_group()
@@ -233,6 +275,25 @@ def ranks(tmp_path_factory) -> list[dict]:
     out_dir = tmp_path_factory.mktemp("multiprocess")
     mp.start_processes(_worker, args=(_free_port(), str(out_dir)), nprocs=WORLD, join=True, start_method="spawn")
     return [torch.load(out_dir / f"rank{rank}.pt", weights_only=False) for rank in range(WORLD)]
+
+
+# ---- 0. The momentum-key queue: 2 processes equal 1 on the same samples ----
+
+
+def test_key_queue_under_two_processes_equals_one_process_on_the_whole_batch(ranks):
+    alone = _memory_run(slice(None), 1)
+    shared = [r["key_memory"] for r in ranks]
+
+    # Each rank's loss is world x its anchors' sum / all anchors: their mean is the one-process loss.
+    torch.testing.assert_close((shared[0]["losses"] + shared[1]["losses"]) / WORLD, alone["losses"], rtol=0, atol=1e-6)
+    for step in range(MEMORY_STEPS):
+        for run in shared:
+            for name, weight in alone["weights"][step].items():  # DDP averaged the ranks' gradients
+                torch.testing.assert_close(run["weights"][step][name], weight, rtol=0, atol=1e-6, msg=f"step {step} {name}")
+            keys, labels = run["queues"][step]  # the gathered keys: every rank holds the one queue
+            torch.testing.assert_close(keys, alone["queues"][step][0], rtol=0, atol=1e-6)
+            assert torch.equal(labels, alone["queues"][step][1])
+    assert len(alone["queues"][-1][0]) == 20 and shared[0]["state"]["queue.filled"] == 20
 
 
 # ---- 1. BatchNorm over the global batch ----

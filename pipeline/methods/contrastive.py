@@ -11,6 +11,7 @@ from pipeline import dist, recipe
 from pipeline.augment import MultiView
 from pipeline.data import Split
 from pipeline.evaluate import knn_neighbours, knn_vote
+from pipeline.device import memory_format
 from pipeline.losses import supcon_loss
 from pipeline.methods.parts import MethodInputs, MethodParts
 from pipeline.models import build_supcon_model
@@ -27,6 +28,7 @@ def contrastive(inputs: MethodInputs) -> MethodParts:
     spec.update(head=inputs.model_config.head, feat_dim=inputs.model_config.feat_dim)
     model = build_supcon_model(**spec)
     views = MultiView(inputs.augment, config.views).to(inputs.run.device)
+    memory = key_memory(model, config, dim=spec["feat_dim"], num_items=len(inputs.train.labels), device=inputs.run.device)
     monitor = knn_monitor(
         model.encoder, inputs.train, data.val, preprocess=inputs.preprocess, device=inputs.run.device,
         num_classes=data.num_classes, k=config.knn_k, every=config.knn_every, epochs=config.epochs,
@@ -34,31 +36,44 @@ def contrastive(inputs: MethodInputs) -> MethodParts:
     return MethodParts(
         name=config.method,
         model=model,
-        loss=contrastive_loss(views, inputs.normalize, config),
+        loss=contrastive_loss(views, inputs.normalize, config, memory),
         inputs=inputs.train.images,
         spec={"kind": "supcon", **spec},
         evaluate=monitor,
         views=config.views,
+        after_step=None if memory is None else partial(memory.after_step, model),
+        state=memory,
     )
 
 
-def contrastive_loss(views: nn.Module, normalize: nn.Module, config) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """(model, uint8 images [B, C, H, W], labels [B]) -> scalar loss over V augmented views per image."""
+def key_memory(model: nn.Module, config, *, dim: int, num_items: int, device: torch.device):
+    """supcon.memory's queue and key encoder on the device (a KeyMemory), or None when size is 0."""
+    if config.memory.size == 0:
+        return None
+    from pipeline.methods.key_memory import KeyMemory, queue_size  # imported only when on (the run key's code digests)
+
+    size = queue_size(config.memory.size, num_items)
+    if size < config.memory.size and dist.is_main_process():
+        print(f"supcon.memory.size {config.memory.size} is more than the {num_items} training images: the queue holds {size} keys")
+    memory = KeyMemory(model, size=size, momentum=config.memory.momentum, dim=dim)
+    return memory.to(device, memory_format=memory_format(device))
+
+
+def contrastive_loss(views: nn.Module, normalize: nn.Module, config, memory=None) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """(model, uint8 images [B, C, H, W], labels [B]) -> scalar loss over V augmented views per
+    image; with a KeyMemory, contrasted with its queue too (and the batch's keys enqueued)."""
     use_labels = config.method == "supcon"
+    # across_ranks: under DDP this rank's anchors contrast against every rank's features
+    options = {"temperature": config.temperature, "base_temperature": config.base_temperature, "variant": config.variant, "across_ranks": True}
 
     def loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         batch = views(images)  # [B, V, C, S, S] floats in [0, 1]
         size, count = batch.shape[:2]
-        z = model(normalize(batch.flatten(0, 1)))  # [B*V, D], unit norm, b-major
-        features = z.view(size, count, -1)
-        return supcon_loss(
-            features,
-            labels if use_labels else None,
-            temperature=config.temperature,
-            base_temperature=config.base_temperature,
-            variant=config.variant,
-            across_ranks=True,  # under DDP this rank's anchors contrast against every rank's features
-        )
+        inputs = normalize(batch.flatten(0, 1))
+        features = model(inputs).view(size, count, -1)  # [B, V, D], unit norm
+        if memory is None:
+            return supcon_loss(features, labels if use_labels else None, **options)
+        return memory.loss(features, labels if use_labels else None, inputs, **options)
 
     return loss
 

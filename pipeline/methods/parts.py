@@ -52,6 +52,11 @@ class MethodParts:
     """At each checkpoint after epoch e, just before last.pt is written (engine.Loop.on_save)."""
     predictor: Callable[[], nn.Module] | None = None
     """After training: uint8 images -> outputs (logits for classifiers); None: the model itself."""
+    after_step: Callable[[], None] | None = None
+    """After each optimizer step (the momentum-key queue's EMA update of its key encoder)."""
+    state: nn.Module | None = None
+    """Training state beside the model (the key queue and encoder): stored in the checkpoint and
+    restored on resume; never part of the trained model."""
     views: int | None = None
     """Augmented views the loss takes per image (SupCon); a loader reading image files cuts that
     many random crops of each image. None: one."""
