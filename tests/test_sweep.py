@@ -24,7 +24,7 @@ from fixtures_data import balanced, write_idx
 from pipeline.config import parse_params
 from pipeline.data import prepare_dataset
 from pipeline.sweep.driver import SweepSpec, run_sweep
-from pipeline.sweep.spaces import BATCH_SIZES, LR_RANGES, SPACES, TEMPERATURE, DefineByRun, spaces_for
+from pipeline.sweep.spaces import BATCH_SIZES, LR_RANGES, MEMORY_MOMENTA, MEMORY_SIZES, SPACES, TEMPERATURE, DefineByRun, spaces_for
 from pipeline.sweep.trial import trial_params
 from stages.preset import merged_params
 
@@ -106,7 +106,7 @@ def test_every_space_samples_within_its_bounds_and_gives_valid_params(tiny, meth
 
     base = tiny["params"]
     assert spaces_for("ce") == ["optimizer", "augmentation", "lr", "batch_size"]
-    assert set(spaces_for("supcon")) == set(SPACES) == {"temperature", "optimizer", "augmentation", "lr", "batch_size", "head", "variant"}
+    assert set(spaces_for("supcon")) == set(SPACES) == {"temperature", "optimizer", "augmentation", "lr", "batch_size", "head", "variant", "memory"}
     for name in spaces_for(method):
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize")
         seen = set()
@@ -132,6 +132,10 @@ def test_every_space_samples_within_its_bounds_and_gives_valid_params(tiny, meth
                 seen.add(section.batch_size)
             elif name == "head":
                 seen.add((params.model.head, params.model.feat_dim))
+            elif name == "memory":
+                assert section.memory.size in MEMORY_SIZES and section.memory.momentum in MEMORY_MOMENTA
+                assert (f"{method}.memory.momentum" in values) == (section.memory.size > 0)  # no momentum without a queue
+                seen.add((section.memory.size, section.memory.momentum))
             else:
                 seen.add(section.variant)
             study.tell(trial, 0.5)

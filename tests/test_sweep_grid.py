@@ -17,7 +17,7 @@ import pytest
 from pipeline.sweep.driver import run_sweep
 from pipeline.sweep.grid import REPLICATE, config_of, enumerate_space, planned
 from pipeline.sweep.results import best_trial
-from pipeline.sweep.spaces import AUGMENTATIONS, BATCH_SIZES, FEAT_DIMS, HEADS, SPACES
+from pipeline.sweep.spaces import AUGMENTATIONS, BATCH_SIZES, FEAT_DIMS, HEADS, MEMORY_MOMENTA, MEMORY_SIZES, SPACES
 from test_sweep import runs_of, spec, tiny  # noqa: F401  (tiny: the module fixture)
 
 
@@ -29,6 +29,7 @@ def test_categorical_spaces_are_enumerated_and_continuous_ones_are_sampled(name)
         "batch_size": [{"supcon.batch_size": b} for b in BATCH_SIZES],
         "head": [{"model.head": h, "model.feat_dim": d} for h in HEADS for d in FEAT_DIMS],
         "variant": [{"supcon.variant": "out"}, {"supcon.variant": "in"}],
+        "memory": [{"supcon.memory.size": 0}] + [{"supcon.memory.size": n, "supcon.memory.momentum": m} for n in MEMORY_SIZES[1:] for m in MEMORY_MOMENTA],
     }
     assert grid == expected.get(name), grid  # temperature, optimizer (its lr), lr: None
 

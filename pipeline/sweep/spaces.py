@@ -26,6 +26,10 @@ HEADS = ("mlp", "linear")
 FEAT_DIMS = (32, 64, 128, 256)
 VARIANTS = ("out", "in")
 TEMPERATURE = (0.03, 1.0)
+# The momentum-key queue (supcon.memory): 0 = off, then 4x steps up to ImageNet-scale queues
+# (a queue larger than a trial's training images is capped at them); MoCo-style momenta.
+MEMORY_SIZES = (0, 1024, 4096, 16384)
+MEMORY_MOMENTA = (0.9, 0.99, 0.999)
 REPLICATE = "replicate"
 """A grid sweep's trial value naming a configuration's repeat (0: its first run; grid.py); not a
 params key: replicate r trains with training seed run.seeds[0] + r."""
@@ -87,6 +91,12 @@ def _variant(trial: Suggest, section: str, base: Any) -> None:
     trial.suggest_categorical(f"{section}.variant", VARIANTS)
 
 
+def _memory(trial: Suggest, section: str, base: Any) -> None:
+    size = trial.suggest_categorical(f"{section}.memory.size", MEMORY_SIZES)
+    if size > 0:  # without a queue the momentum changes nothing: no trial is spent on it
+        trial.suggest_categorical(f"{section}.memory.momentum", MEMORY_MOMENTA)
+
+
 def _key(suffix: str) -> Callable[[str], str]:
     return lambda section: suffix if suffix.startswith("model.") else f"{section}.{suffix}"
 
@@ -102,6 +112,7 @@ SPACES: dict[str, Space] = {
         Space("batch_size", "batch_size in " + ", ".join(map(str, BATCH_SIZES)), BOTH, _batch_size, _key("batch_size")),
         Space("head", "model.head in " + ", ".join(HEADS) + "; model.feat_dim in " + ", ".join(map(str, FEAT_DIMS)) + " (SupCon only)", SUPCON, _head, _key("model.head")),
         Space("variant", "supcon.variant in " + ", ".join(VARIANTS) + ": L_out or L_in (SupCon only)", SUPCON, _variant, _key("variant")),
+        Space("memory", "supcon.memory.size in " + ", ".join(map(str, MEMORY_SIZES)) + "; memory.momentum in " + ", ".join(map(str, MEMORY_MOMENTA)) + " with a queue (SupCon only)", SUPCON, _memory, _key("memory.size")),
     )
 }  # fmt: skip
 
