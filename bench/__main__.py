@@ -1,4 +1,4 @@
-"""All benchmarks in one run: loss, loss with a key queue, augmentation, training step, corruption, with one combined JSON.
+"""All benchmarks in one run: loss, loss with a key queue, augmentation, training step, the key queue per training step, corruption, decoding, with one combined JSON.
 
     python -m bench [--quick] [--device cpu|cuda] [--out bench/results] [--only NAME ...]
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from bench import bench_augment, bench_corruption, bench_decode, bench_loss, bench_memory_loss, bench_train_step
+from bench import bench_augment, bench_corruption, bench_decode, bench_loss, bench_memory_loss, bench_queue_step, bench_train_step
 from bench.common import machine_info
 
 BENCHES = {  # name -> (run(quick, device) -> rows, rows -> markdown table)
@@ -23,6 +23,7 @@ BENCHES = {  # name -> (run(quick, device) -> rows, rows -> markdown table)
     "memory_loss": (bench_memory_loss.run, bench_memory_loss.markdown_table),
     "augment": (bench_augment.run, bench_augment.format_table),
     "train_step": (bench_train_step.run, bench_train_step.markdown_table),
+    "queue_step": (bench_queue_step.run, bench_queue_step.markdown_table),
     "corruption": (bench_corruption.run, bench_corruption.format_table),
     "decode": (bench_decode.run, bench_decode.format_table),
 }

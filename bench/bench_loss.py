@@ -26,12 +26,13 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
+from bench.common import peak_bytes, round_robin
 from pipeline.losses import DEFAULT_BLOCK_SIZE, supcon_loss
 
 BATCHES = (256, 1024, 2048, 4096)
@@ -109,15 +110,7 @@ def _time_cases(batch: int, device: str, repeats: int, warmup: int) -> dict[str,
 def time_round_robin(fns: dict[str, Callable], features: torch.Tensor, labels: torch.Tensor, repeats: int, warmup: int) -> dict[str, float]:
     """Median seconds of one forward+backward of each loss fn, the fns interleaved repeat by
     repeat so that load from other processes hits them alike."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            _step(fn, features, labels)
-    times: dict[str, list[float]] = {case: [] for case in fns}
-    for _ in range(repeats):
-        for case, fn in fns.items():
-            start = time.perf_counter()
-            _step(fn, features, labels)
-            times[case].append(time.perf_counter() - start)
+    times = round_robin({case: partial(_step, fn, features, labels) for case, fn in fns.items()}, repeats, warmup)
     return {case: statistics.median(ts) for case, ts in times.items()}
 
 
@@ -132,26 +125,7 @@ def _peak_bytes_here(case: str, batch: int, device: str) -> int:
 def step_peak_bytes(fn: Callable, features: torch.Tensor, labels: torch.Tensor, device: str) -> int:
     """Peak memory one forward+backward of `fn` needs beyond what is allocated before it: CUDA's
     allocator counter, or on the CPU the kernel's peak-RSS mark reset first (see module docstring)."""
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        _step(fn, features, labels)
-        return torch.cuda.max_memory_allocated() - before
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")  # reset VmHWM to the current VmRSS
-    before = _proc_status_kib("VmRSS")
-    _step(fn, features, labels)
-    return (_proc_status_kib("VmHWM") - before) * 1024
-
-
-def _proc_status_kib(key: str) -> int:
-    """A memory field of /proc/self/status, in KiB."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{key} not in /proc/self/status")
+    return peak_bytes(partial(_step, fn, features, labels), device)
 
 
 def _peak_bytes(case: str, batch: int, device: str) -> int:

@@ -36,6 +36,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +49,10 @@ from bench.bench_loss import dense_supcon_loss
 from bench.common import machine_info, synchronizer
 from pipeline.augment import MultiView, build_augmentation
 from pipeline.batches import TensorBatches
-from pipeline.config import OptimizerConfig, SupConConfig
+from pipeline.config import MemoryConfig, OptimizerConfig, SupConConfig
 from pipeline.device import place_model
 from pipeline.engine import Loop, _train_step  # the loop's own step: the bench times what fit runs
-from pipeline.methods.contrastive import contrastive_loss
+from pipeline.methods.contrastive import contrastive_loss, key_memory
 from pipeline.models import build_supcon_model
 from pipeline.preprocess import Normalize
 from pipeline.recipe import optimizer_and_schedule
@@ -129,29 +130,44 @@ def _time_steps(batches: Iterable, step: Callable, warmup: int, sync: Callable[[
     return times
 
 
-def _pipeline_case(model, images, labels, batch: int, device: torch.device, channels_last: bool = False) -> Callable[[int, int], list[float]]:
-    """fn(round, steps) -> step times of the pipeline's training step (optionally channels_last)."""
+def pipeline_loop(
+    model, images, labels, batch: int, device: torch.device, *,
+    memory: MemoryConfig | None = None, feat_dim: int = 128, num_items: int | None = None, channels_last: bool = False,
+) -> Loop:
+    """The Loop that `pipeline.training.train` builds for SupCon (pipeline.methods.contrastive),
+    over the in-memory uint8 `images`: augmentation views, the placed model, `contrastive_loss`,
+    SGD with the per-step schedule of `num_items` images (default len(images)). With memory.size > 0
+    the KeyMemory of `key_memory` (queue of `feat_dim` keys, momentum key encoder) is loop.state
+    and its EMA update loop.after_step, as in training; channels_last: the model in channels_last."""
     channels, size = images.shape[1], images.shape[-1]
+    num_items = len(images) if num_items is None else num_items
+    config = SupConConfig(batch_size=batch, temperature=TEMPERATURE, memory=memory or MemoryConfig())
+    state = key_memory(model, config, dim=feat_dim, num_items=num_items, device=device)
     placed = place_model(model, device)
     if channels_last:  # a channels_last weight makes the convolutions run channels_last
         placed = placed.to(memory_format=torch.channels_last)
     views = MultiView(build_augmentation("simaugment", image_size=size, channels=channels), 2).to(device)
     normalize = Normalize(*STATS[channels]).to(device)
-    config = SupConConfig(batch_size=batch, temperature=TEMPERATURE)
     optimizer, scheduler = optimizer_and_schedule(
         placed, OptimizerConfig(name="sgd", lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY),
-        num_items=len(images), batch_size=batch, epochs=1000,
+        num_items=num_items, batch_size=batch, epochs=1000,
     )  # fmt: skip
-    loss = contrastive_loss(views, normalize, config)
-    batches = TensorBatches(images, labels, batch_size=batch, seed=0)
-    loop = Loop(
-        name="bench", model=placed, optimizer=optimizer, scheduler=scheduler,
-        loss_fn=lambda inputs, targets: loss(placed, inputs, targets), batches=batches, epochs=1,
-    )  # fmt: skip
+    loss = contrastive_loss(views, normalize, config, state)
     placed.train()
+    return Loop(
+        name="bench", model=placed, optimizer=optimizer, scheduler=scheduler,
+        loss_fn=lambda inputs, targets: loss(placed, inputs, targets),
+        batches=TensorBatches(images, labels, batch_size=batch, seed=0), epochs=1,
+        after_step=None if state is None else partial(state.after_step, model), state=state,
+    )  # fmt: skip
+
+
+def _pipeline_case(model, images, labels, batch: int, device: torch.device, channels_last: bool = False) -> Callable[[int, int], list[float]]:
+    """fn(round, steps) -> step times of the pipeline's training step (optionally channels_last)."""
+    loop = pipeline_loop(model, images, labels, batch, device, channels_last=channels_last)
 
     def timed(round_: int, steps: int) -> list[float]:
-        order = itertools.islice(batches.epoch(round_, rank=0, world_size=1), WARMUP + steps)
+        order = itertools.islice(loop.batches.epoch(round_, rank=0, world_size=1), WARMUP + steps)
         return _time_steps(order, lambda batch_: _train_step(loop, device, *batch_), WARMUP, synchronizer(device.type))
 
     return timed
