@@ -362,6 +362,26 @@ class ReducedConfig:
 
 
 @dataclass(frozen=True)
+class LongTailConfig:
+    factors: tuple[int | float, ...] = (10, 100)
+    """Imbalance factors (n_max / n_min) of the long_tail matrix: each cell trains on the split the
+    main stages would with data.imbalance.factor = that factor (profile and class order from
+    data.imbalance). A whole number stays an int: dvc.yaml names a cell by the value as YAML typed it."""
+    methods: tuple[Literal["supcon", "ce"], ...] = ("supcon", "ce")
+    """Methods trained at each factor (supcon: pretraining and its linear probe on the long tail)."""
+    # No budget keys of its own: a cell trains under reduced.steps / reduced.min_epochs, so one
+    # rule sizes every matrix cell (a long_tail cell costs what a reduced one does, and a preset's
+    # budget, or the miniature one in tests, applies to both sweeps at once).
+
+    def validate(self, at: str) -> None:
+        require(len(self.factors) >= 1, f"{at}.factors", list(self.factors), "a non-empty list of numbers >= 1")
+        for i, factor in enumerate(self.factors):
+            require(1 <= factor < float("inf"), f"{at}.factors[{i}]", factor, "a number >= 1 (n_max / n_min; 1 = balanced)")
+        require(len(set(self.factors)) == len(self.factors), f"{at}.factors", list(self.factors), "a list without repeats")
+        require(len(self.methods) >= 1, f"{at}.methods", list(self.methods), "a non-empty list of supcon, ce")
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     num_samples: int = 8
     """Trials per sweep."""
@@ -405,6 +425,7 @@ class Params:
     linear: LinearConfig = field(default_factory=LinearConfig)
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     reduced: ReducedConfig = field(default_factory=ReducedConfig)
+    long_tail: LongTailConfig = field(default_factory=LongTailConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 

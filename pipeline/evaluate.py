@@ -31,6 +31,12 @@ def confusion_matrix(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     return multiclass_confusion_matrix(logits.argmax(1), labels, num_classes=logits.shape[1])
 
 
+def per_class_top1(logits: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    """Top-1 of each class's images (recall), by class index; logits: [N, C], labels: [N]. A
+    long-tailed run's mean top-1 hides its tail: the report groups these by train-class size."""
+    return multiclass_accuracy(logits, labels, num_classes=logits.shape[1], average=None).tolist()
+
+
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, prefix: str) -> dict[str, float]:
     """top1 (and top5 when there are more than 10 classes) and ECE, keyed `<prefix>/<name>`."""
     metrics = {f"{prefix}/top1": topk_accuracy(logits, labels, 1)}

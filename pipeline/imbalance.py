@@ -39,7 +39,9 @@ def kept_per_rank(n_max: int, num_classes: int, factor: float, profile: str) -> 
     if num_classes == 1:
         return [n_max]
     if profile == "exponential":
-        return [math.floor(n_max * factor ** (-rank / (num_classes - 1))) for rank in range(num_classes)]
+        # The relative 1e-9 keeps n_max / factor whole when it is (49 * 49^-1 is 0.999... in floats);
+        # it is far below any size's distance from the next integer, so published sizes stand.
+        return [math.floor(n_max * factor ** (-rank / (num_classes - 1)) * (1 + 1e-9)) for rank in range(num_classes)]
     head = (num_classes + 1) // 2
     return [n_max if rank < head else math.floor(n_max / factor) for rank in range(num_classes)]
 

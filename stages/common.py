@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -21,7 +22,8 @@ from pipeline.data import PreparedDataset, Split, load_prepared
 from pipeline.device import place_model, resolve_device
 from pipeline.dvc_experiment import experiment_tags
 from pipeline.errors import UserError
-from pipeline.evaluate import classification_metrics, confusion_matrix
+from pipeline.evaluate import classification_metrics, confusion_matrix, per_class_top1
+from pipeline.long_tail import long_tailed_split
 from pipeline.preprocess import predict
 from pipeline.reduced import labelled_subset
 from pipeline.run_context import RunContext
@@ -39,10 +41,83 @@ class Cell:
     method: str
     seed: int
 
+    per_class: ClassVar[bool] = False
+    """Whether the cell's metrics carry per-class test top-1 and train counts."""
+
     @property
     def name(self) -> str:
         # As dvc.yaml renders ${item.fraction}: str() of the YAML value, so 1 -> "1", 1.0 -> "1.0".
         return f"{self.method}-{self.fraction}-seed{self.seed}"
+
+    @property
+    def fields(self) -> dict:
+        """What names the cell in its metrics file."""
+        return {"cell": self.name, "fraction": self.fraction, "method": self.method, "seed": self.seed}
+
+    @property
+    def key(self) -> dict:
+        return {"cell": {"fraction": self.fraction, "seed": self.seed}}
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {"fraction": str(self.fraction), "cell": self.name}
+
+    @property
+    def folder(self) -> Path:
+        return paths.reduced_dir(self.name)
+
+    @property
+    def output(self) -> str:
+        return f"reduced/{self.name}"
+
+    def train_split(self, data: PreparedDataset, params: Params) -> Split:
+        """Its labelled fraction of the whole (balanced) train split."""
+        return labelled_subset(data, self.fraction, params.run.seed)
+
+
+@dataclass(frozen=True)
+class LongTailCell:
+    """A long-tailed-data cell: the imbalance factor it trains at, its method and its training seed."""
+
+    factor: int | float
+    """As params.yaml's long_tail.factors types it (10 or 10.0): the name spells it the same way."""
+    method: str
+    seed: int
+    per_class: ClassVar[bool] = True
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-{self.factor}-seed{self.seed}"  # as dvc.yaml renders ${item.factor}
+
+    @property
+    def fields(self) -> dict:
+        return {"cell": self.name, "factor": self.factor, "method": self.method, "seed": self.seed}
+
+    @property
+    def key(self) -> dict:
+        return {"cell": {"factor": self.factor, "seed": self.seed}}
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {"imbalance_factor": str(self.factor), "cell": self.name}
+
+    @property
+    def folder(self) -> Path:
+        return paths.long_tail_dir(self.name)
+
+    @property
+    def output(self) -> str:
+        return f"long_tail/{self.name}"
+
+    def train_split(self, data: PreparedDataset, params: Params) -> Split:
+        """What the main stages train on, made long-tailed at this cell's factor."""
+        return long_tailed_split(data.subset(params.data.train_fraction), params.data.imbalance, params.run.seed, factor=self.factor, key="long_tail.factors")
+
+
+def train_split(data: PreparedDataset, params: Params) -> Split:
+    """The train split of the main stages: data.train_fraction's subset, long-tailed when
+    data.imbalance.factor is set (pipeline/long_tail.py). Val and test are never subsampled."""
+    return long_tailed_split(data.subset(params.data.train_fraction), params.data.imbalance, params.run.seed)
 
 
 @dataclass
@@ -61,7 +136,7 @@ class StageJob:
     env: dict[str, str]
     output: str
     """metrics/<output>.json and plots/<output>.csv."""
-    cell: Cell | None = None
+    cell: Cell | LongTailCell | None = None
 
     def train(self, **kwargs) -> Trained:
         """Train this stage's method on its train split (pipeline.training.train); kwargs: config, model_config, encoder."""
@@ -93,12 +168,18 @@ class StageJob:
             return {}
         return {"best_epoch": best["epoch"], "val/top1_best": best["val_top1"]}
 
-    def score_test(self, predictor: nn.Module) -> dict[str, float]:
-        """Test metrics of `predictor` (uint8 images -> logits), read once; logs the confusion matrix."""
+    def score_test(self, predictor: nn.Module, *, per_class: bool = False) -> dict:
+        """Test metrics of `predictor` (uint8 images -> logits), read once; logs the confusion matrix.
+        per_class: also each class's test top-1 and train images (by class index), which the
+        report groups into head, middle and tail by train-class size."""
         logits = predict(predictor, self.data.test.images, preprocess=lambda images: images, device=self.device)
         log_confusion(self.run, confusion_matrix(logits, self.data.test.labels), self.data.class_names, self.output)
         # test/images: the report's test-set ± (binomial) needs how many images each top-1 is over.
-        return classification_metrics(logits, self.data.test.labels, "test") | {"test/images": len(self.data.test.labels)}
+        metrics = classification_metrics(logits, self.data.test.labels, "test") | {"test/images": len(self.data.test.labels)}
+        if per_class:
+            train_counts = torch.bincount(self.train_split.labels.to(torch.long), minlength=self.data.num_classes)
+            metrics |= {"test/top1_per_class": per_class_top1(logits, self.data.test.labels), "train_per_class": train_counts.tolist()}
+        return metrics
 
     def log_model(self, predictor: nn.Module) -> None:
         """The trained model (uint8 images -> logits) as the run's MLflow model `model`, traced
@@ -126,7 +207,7 @@ def training_stage(
     epochs: int,
     seed: int,
     inputs: dict[str, str] | None = None,
-    cell: Cell | None = None,
+    cell: Cell | LongTailCell | None = None,
     key: dict | None = None,
     data: PreparedDataset | None = None,
 ) -> Iterator[StageJob]:
@@ -135,20 +216,21 @@ def training_stage(
     and `key`), resume from models/seeds/<seed>/<model_dir>/last.pt, the MLflow run. `method`
     names the run (supcon, simclr, ce). Writes metrics/seeds/<seed>/<stage>.json.
 
-    A reduced-data `cell` (whose seed is `seed`) trains on its labelled fraction, under
-    models/reduced/<cell>/<model_dir>, and writes metrics/reduced/<cell>.json. `data`: the
-    prepared store when the caller loaded it already (a cell sizes its budget on it).
+    A matrix `cell` (whose seed is `seed`) trains on its own split (a reduced-data cell on its
+    labelled fraction, a long-tailed one at its factor), under <cell.folder>/<model_dir>, and writes
+    metrics/<cell.output>.json. `data`: the prepared store when the caller loaded it already (a
+    cell sizes its budget on it).
     """
     methods.method(trains)  # imported before the key is taken: its code is part of the key
     device = runtime(params)
     data = data if data is not None else load_data(params)
-    train_split = labelled_subset(data, cell.fraction, params.run.seed) if cell else data.subset(params.data.train_fraction)
+    split = cell.train_split(data, params) if cell else train_split(data, params)
     checkpoint_path = _checkpoint_path(model_dir, seed, cell)
-    cell_key = {"cell": {"fraction": cell.fraction, "seed": cell.seed}} if cell else {}
+    cell_key = cell.key if cell else {}
     config = run_config(params, *sections, inputs={"prepared": prepared_digest(params), **(inputs or {})}, seed=seed, extra={**cell_key, **(key or {})})
     resume = resume_state(checkpoint_path, config, epochs=epochs)
     env = environment.run_environment(device)
-    tags = {"fraction": str(cell.fraction), "cell": cell.name} if cell else {}
+    tags = cell.tags if cell else {}
     with tracked_run(params, env, stage=stage, method=method, seed=seed, resume=resume, extra_tags=tags) as run:
         if resume is None:  # a reopened run has it already
             run.log_dataset(paths.prepared(params.data.dataset), name=params.data.dataset, digest=config["inputs"]["prepared"], context="training")
@@ -157,8 +239,8 @@ def training_stage(
             log_epochs=epoch_logger(run), run_id=run.run_id, machine=environment.machine_key(env), wrap=placer(params, device),
             checkpoint_every_steps=params.run.checkpoint_every_steps, checkpoint_every_minutes=params.run.checkpoint_every_minutes,
         )  # fmt: skip
-        output = f"reduced/{cell.name}" if cell else paths.seeded(stage, seed)
-        yield StageJob(stage, trains, params, device, data, train_split, context, run, env, output, cell)
+        output = cell.output if cell else paths.seeded(stage, seed)
+        yield StageJob(stage, trains, params, device, data, split, context, run, env, output, cell)
 
 
 def load_data(params: Params) -> PreparedDataset:
@@ -166,8 +248,8 @@ def load_data(params: Params) -> PreparedDataset:
     return load_prepared(paths.prepared(params.data.dataset), files_root=params.data.root, workers=params.data.loader_workers)
 
 
-def _checkpoint_path(model_dir: str, seed: int, cell: Cell | None) -> Path:
-    folder = paths.reduced_dir(cell.name) / model_dir if cell else paths.model_dir(model_dir, seed)
+def _checkpoint_path(model_dir: str, seed: int, cell: Cell | LongTailCell | None) -> Path:
+    folder = cell.folder / model_dir if cell else paths.model_dir(model_dir, seed)
     return folder / checkpoint.LAST
 
 
@@ -313,7 +395,9 @@ def finish(run: tracking.Run | tracking.NullRun, stage: str, metrics: dict, hist
     figure = figures.training_curves(history, stage)
     run.log_figure(figure, f"curves/{stage}.png")
     figures.close(figure)
-    print(f"{stage}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items() if k not in ("mlflow_run_id", "mlflow_experiment_id", "environment")))
+    # Per-class lists stay in the file: 100 numbers would drown the line.
+    shown = {k: v for k, v in metrics.items() if k not in ("mlflow_run_id", "mlflow_experiment_id", "environment") and not isinstance(v, list)}
+    print(f"{stage}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in shown.items()))
 
 
 def log_confusion(run: tracking.Run | tracking.NullRun, matrix: torch.Tensor, class_names: list[str], stage: str) -> None:

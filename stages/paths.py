@@ -35,6 +35,11 @@ def reduced_dir(cell: str) -> Path:
     return MODELS / "reduced" / cell
 
 
+def long_tail_dir(cell: str) -> Path:
+    """models/long_tail/<cell>: one folder per long-tailed-data cell (its DVC output)."""
+    return MODELS / "long_tail" / cell
+
+
 def metrics_file(output: str) -> Path:
     """metrics/<output>.json; `output` is a stage name or a seeded/cell output name."""
     return METRICS / f"{output}.json"
@@ -57,6 +62,8 @@ SEEDS_PLOTS = PLOTS / "seeds"
 """plots/seeds/<seed>/<stage>.csv: the main comparison's curves per training seed."""
 REDUCED_METRICS = METRICS / "reduced"
 """metrics/reduced/<cell>.json: one file per reduced-data cell."""
+LONG_TAIL_METRICS = METRICS / "long_tail"
+"""metrics/long_tail/<cell>.json: one file per long-tailed-data cell."""
 SWEEPS = Path("sweeps")
 """sweeps/<name>/summary.json: one file per sweep."""
 SUMMARY = Path("reports/summary.md")

@@ -8,6 +8,9 @@ setting); CE likewise. Every training run of a cell follows the budget rule in
 `reduced.steps` / `reduced.min_epochs`; model selection is on the full val split (the best val
 epoch, as in the main stages) and the full test split is scored once. Writes
 models/reduced/<cell>/ and metrics/reduced/<cell>.json; one MLflow run per cell.
+
+A fraction is of the balanced split: data.imbalance is the long_tail matrix's concern
+(stages/long_tail.py, which trains its cells through `train_cell` here), not a reduced cell's.
 """
 
 import argparse
@@ -15,10 +18,10 @@ import sys
 from dataclasses import replace
 
 from pipeline import dist, provenance, recipe
-from pipeline.config import Params
+from pipeline.config import ImbalanceConfig, Params
 from pipeline.data import PreparedDataset
 from pipeline.errors import ConfigError
-from pipeline.reduced import budgeted, labelled_subset, spent
+from pipeline.reduced import budgeted, spent
 from stages import common
 from stages.cli import run_stage
 
@@ -29,14 +32,21 @@ BUDGET_KEYS = "reduced.steps and reduced.min_epochs"
 
 def run_cell(params: Params, requested: common.Cell) -> None:
     cell = _listed(params, requested)
+    # Balanced: data.imbalance then neither keys a cell nor reruns it (dvc.yaml lists none of it).
+    train_cell(replace(params, data=replace(params.data, imbalance=ImbalanceConfig())), cell, stage=STAGE)
+
+
+def train_cell(params: Params, cell: common.Cell | common.LongTailCell, *, stage: str) -> None:
+    """Train one matrix cell (a reduced-data or long-tailed one) on its train split, under the
+    budget rule, and write its metrics; `stage` names its MLflow run."""
     # The process group first: the budget is per process, so it needs the real world size.
     common.runtime(params)
     data = common.load_data(params)
-    num_items = len(labelled_subset(data, cell.fraction, params.run.seed).labels)
+    num_items = len(cell.train_split(data, params).labels)
     if cell.method == "ce":
-        _cross_entropy(params, cell, data, num_items)
+        _cross_entropy(params, cell, data, num_items, stage)
     else:
-        _supcon_and_probe(params, cell, data, num_items)
+        _supcon_and_probe(params, cell, data, num_items, stage)
 
 
 def _listed(params: Params, cell: common.Cell) -> common.Cell:
@@ -58,18 +68,18 @@ def _budget(params: Params, section: str, num_items: int, *, at_least: int = 0, 
     return config
 
 
-def _cross_entropy(params: Params, cell: common.Cell, data: PreparedDataset, num_items: int) -> None:
+def _cross_entropy(params: Params, cell: common.Cell | common.LongTailCell, data: PreparedDataset, num_items: int, stage: str) -> None:
     config = _budget(params, "ce", num_items)
     budget = {"budget": {"epochs": config.epochs, "batch_size": config.batch_size}}
-    with common.training_stage(params, stage=STAGE, trains="ce", method="ce", model_dir="ce", sections=("data", "model", "ce"), epochs=config.epochs, seed=cell.seed, cell=cell, key=budget, data=data) as job:
+    with common.training_stage(params, stage=stage, trains="ce", method="ce", model_dir="ce", sections=("data", "model", "ce"), epochs=config.epochs, seed=cell.seed, cell=cell, key=budget, data=data) as job:
         trained = job.train(config=config, model_config=params.model)
         if dist.is_main_process():
             done = spent(trained.history, batch_size=config.batch_size, world_size=dist.world_size())
             done["time_s"] = _training_seconds(trained.history)
-            job.finish(_cell_fields(cell, done) | job.selected_epoch(), trained.history, test=job.score_test(trained.predictor))
+            job.finish(_cell_fields(cell, done) | job.selected_epoch(), trained.history, test=job.score_test(trained.predictor, per_class=cell.per_class))
 
 
-def _supcon_and_probe(params: Params, cell: common.Cell, data: PreparedDataset, num_items: int) -> None:
+def _supcon_and_probe(params: Params, cell: common.Cell | common.LongTailCell, data: PreparedDataset, num_items: int, stage: str) -> None:
     # No kNN monitor in cells: at 1% a cell runs many short epochs, and the monitor is not a result.
     pretrain = replace(_budget(params, "supcon", num_items), knn_every=0)
     # The probe is evaluation, not a method being compared: at least linear.epochs, as in linear_eval
@@ -77,7 +87,7 @@ def _supcon_and_probe(params: Params, cell: common.Cell, data: PreparedDataset, 
     probe = _budget(params, "linear", num_items, at_least=params.linear.epochs, epochs_from=f"{BUDGET_KEYS}, at least linear.epochs")
     sections = ("data", "model", "supcon")
     key = {"budget": {"epochs": pretrain.epochs, "batch_size": pretrain.batch_size}}
-    with common.training_stage(params, stage=STAGE, trains="supcon", method=params.supcon.method, model_dir="supcon", sections=sections, epochs=pretrain.epochs, seed=cell.seed, cell=cell, key=key, data=data) as job:
+    with common.training_stage(params, stage=stage, trains="supcon", method=params.supcon.method, model_dir="supcon", sections=sections, epochs=pretrain.epochs, seed=cell.seed, cell=cell, key=key, data=data) as job:
         pretrained = job.train(config=pretrain, model_config=params.model)
         encoder_digest = provenance.file_digest(job.context.checkpoint_path) if job.context.checkpoint_path.exists() else ""
         probe_job = job.then("linear", model_dir="linear", sections=("data", "linear"), epochs=probe.epochs, inputs={"encoder": encoder_digest}, key={"budget": {"epochs": probe.epochs}})
@@ -90,7 +100,7 @@ def _supcon_and_probe(params: Params, cell: common.Cell, data: PreparedDataset, 
             pretrain_s, probe_s = _training_seconds(pretrained.history), _training_seconds(trained.history)
             done |= {"time_s": pretrain_s + probe_s, "pretrain_time_s": pretrain_s, "probe_time_s": probe_s}
             metrics = _cell_fields(cell, done) | {"method": params.supcon.method} | probe_job.selected_epoch()
-            probe_job.finish(metrics, trained.history, test=probe_job.score_test(trained.predictor))
+            probe_job.finish(metrics, trained.history, test=probe_job.score_test(trained.predictor, per_class=cell.per_class))
             job.run.log_artifact(job.context.checkpoint_path, "checkpoint")
 
 
@@ -99,8 +109,8 @@ def _training_seconds(history: list[dict[str, float]]) -> float:
     return sum(row["train/epoch_time_s"] for row in history)
 
 
-def _cell_fields(cell: common.Cell, budget: dict) -> dict:
-    return {"cell": cell.name, "fraction": cell.fraction, "method": cell.method, "seed": cell.seed, "budget": budget}
+def _cell_fields(cell: common.Cell | common.LongTailCell, budget: dict) -> dict:
+    return cell.fields | {"budget": budget}
 
 
 def _parse(argv: list[str]) -> common.Cell:

@@ -28,11 +28,15 @@ KEY_SECTIONS = {
     "linear_eval": ("data", "linear"),
     # a cell trains supcon then its probe, or ce (stages/reduced_data.py)
     "reduced_data": ("data", "model", "supcon", "ce", "linear"),
+    # the same, at an imbalance factor (stages/long_tail.py trains through reduced_data's train_cell)
+    "long_tail": ("data", "model", "supcon", "ce", "linear"),
 }
 # Keys of those sections a stage's result does not depend on: a cell's labelled fraction and its
-# pretraining epochs come from its own values and the budget rule (reduced.*), listed instead.
-NOT_KEYING = {"reduced_data": {"data.train_fraction", "supcon.epochs"}}
-ALSO_KEYING = {"reduced_data": {"reduced.steps", "reduced.min_epochs", "run.seed"}}
+# pretraining epochs come from its own values and the budget rule (reduced.*), listed instead; a
+# reduced cell trains on the balanced split (data.imbalance reset), a long-tailed one at its own factor.
+IMBALANCE = {"data.imbalance.factor", "data.imbalance.profile", "data.imbalance.class_order"}
+NOT_KEYING = {"reduced_data": {"data.train_fraction", "supcon.epochs", *IMBALANCE}, "long_tail": {"supcon.epochs", "data.imbalance.factor"}}
+ALSO_KEYING = {"reduced_data": {"reduced.steps", "reduced.min_epochs", "run.seed"}, "long_tail": {"reduced.steps", "reduced.min_epochs", "run.seed"}}
 
 
 def stage_module(name: str) -> str:
@@ -84,9 +88,11 @@ def _dynamic_imports(tree: ast.AST) -> list[int]:
 
 def trained_sections(module: str) -> set[str]:
     """Config sections a stage module trains: its `trains="..."` arguments (stages/common.py's
-    training_stage) and `.then("...")` calls (a second training in the same run)."""
+    training_stage) and `.then("...")` calls (a second training in the same run), and those of
+    another stage's module it imports (long_tail trains through reduced_data's functions)."""
     tree = ast.parse((REPO / module_file(module)).read_text())
-    sections = set()
+    stage_modules = {stage_module(name) for name in DVC} - {module}
+    sections = set().union(*(trained_sections(name) for name in sorted(_imports(module, tree) & stage_modules)))
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
             continue
@@ -170,6 +176,7 @@ def test_a_stage_depends_only_on_the_methods_it_trains():
     """pretrain_supcon does not rerun on an edit of the CE baseline's method, nor train_ce on SupCon's."""
     assert trained_sections("stages.pretrain_supcon") == {"supcon"}
     assert trained_sections("stages.reduced_data") == {"supcon", "ce", "linear"}
+    assert trained_sections("stages.long_tail") == {"supcon", "ce", "linear"}
     supcon = {str(p) for p in stage_sources("pretrain_supcon")}
     assert "pipeline/methods/contrastive.py" in supcon and "pipeline/methods/cross_entropy.py" not in supcon
     assert "pipeline/methods/cross_entropy.py" not in DVC["pretrain_supcon"]["deps"]

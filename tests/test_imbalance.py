@@ -69,3 +69,8 @@ def test_a_seed_gives_the_same_subset_and_larger_factors_keep_subsets():
 def test_bad_settings_are_one_line_naming_the_key(factor, profile, message):
     with pytest.raises(ValueError, match=message):
         long_tailed_indices(cifar_like_labels(), factor, profile)
+
+
+def test_a_factor_equal_to_the_largest_class_leaves_the_tail_one_image():
+    # 49 * 49 ** -1 is 0.999... in floating point: the tail must keep its one image, not none.
+    assert kept_per_rank(49, 10, 49, "exponential")[-1] == 1

@@ -47,7 +47,7 @@ PROCESSES = 2  # torchrun's processes per node here: gloo on 2 cores, where the 
 
 # What the miniature overlay may change: the sizes of the run, and where this machine is not the
 # preset's (no GPU, the fixture's folders instead of downloads). Leaf keys, "*" any section.
-SIZE_KEYS = {"*.epochs", "*.optimizer.warmup_epochs", "*.batch_size", "reduced.steps", "reduced.min_epochs", "reduced.fractions", "data.image_size", "robustness.max_images", "run.seeds"}
+SIZE_KEYS = {"*.epochs", "*.optimizer.warmup_epochs", "*.batch_size", "reduced.steps", "reduced.min_epochs", "reduced.fractions", "long_tail.factors", "data.image_size", "robustness.max_images", "run.seeds"}
 TRAIN_PER_CLASS = 10  # the fixtures' train images per class: the smallest fraction a class keeps an image of is 0.1
 MACHINE_KEYS = {"run.device", "run.threads", "data.root", "data.download", "data.loader_workers", "robustness.released_root"}
 
@@ -68,6 +68,7 @@ def overlay(preset: str, raw: Path) -> dict:
         "ce": train,
         "linear": {"epochs": 1, "batch_size": batch},
         "reduced": {"steps": 2, "min_epochs": 1, "fractions": miniature_fractions(preset)},
+        "long_tail": {"factors": miniature_factors(preset)},
         "robustness": {"max_images": 10} if not imagenet else {"released_root": str(raw / "imagenet-c")},
     }  # fmt: skip
     return sizes
@@ -80,6 +81,15 @@ def miniature_fractions(preset: str) -> list[float]:
     cost), and a fraction of 1.0 is named as DVC renders it in tests/test_reduced_cells.py."""
     listed = yaml.safe_load((REPO / "configs" / f"{preset}.yaml").read_text())["reduced"]["fractions"]
     return [min(f for f in listed if round(f * TRAIN_PER_CLASS) >= 1)]
+
+
+def miniature_factors(preset: str) -> list[float]:
+    """One of the imbalance factors the preset lists (params.yaml's when it lists none): the
+    smallest, if it leaves the fixture's tail class an image (factor <= TRAIN_PER_CLASS); else
+    (ImageNet's 256) TRAIN_PER_CLASS, the largest the fixture allows. Its cells run reduced_data's
+    code on a long tail under the same miniature budget."""
+    listed = (yaml.safe_load((REPO / "configs" / f"{preset}.yaml").read_text()).get("long_tail") or yaml.safe_load((REPO / "params.yaml").read_text())["long_tail"])["factors"]
+    return [min([f for f in listed if f <= TRAIN_PER_CLASS], default=TRAIN_PER_CLASS)]
 
 
 def write_fixture(preset: str, raw: Path) -> None:
@@ -144,6 +154,9 @@ def test_the_overlays_change_only_sizes_and_what_this_machine_lacks(tmp_path):
         assert [key for key in touched if not allowed(key)] == [], preset
         listed = yaml.safe_load((REPO / "configs" / f"{preset}.yaml").read_text())["reduced"]["fractions"]
         assert set(overlay(preset, tmp_path)["reduced"]["fractions"]) <= set(listed), preset  # fractions only from the preset's list
+        factors = (yaml.safe_load((REPO / "configs" / f"{preset}.yaml").read_text()).get("long_tail") or yaml.safe_load((REPO / "params.yaml").read_text())["long_tail"])["factors"]
+        fitting = [f for f in factors if f <= TRAIN_PER_CLASS]  # none of ImageNet's 256: the fixture's largest, a size cut
+        assert set(overlay(preset, tmp_path)["long_tail"]["factors"]) <= set(fitting or [TRAIN_PER_CLASS]), preset
 
 
 def declared_outputs(repo: Path) -> list[Path]:
@@ -214,6 +227,7 @@ def check_whole_run(preset: str, result: dict) -> str:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     preset_values = yaml.safe_load((REPO / "configs" / f"{preset}.yaml").read_text())
     assert params["reduced"]["fractions"] == miniature_fractions(preset) and set(miniature_fractions(preset)) <= set(preset_values["reduced"]["fractions"])
+    assert params["long_tail"]["factors"] == miniature_factors(preset)
     assert params["data"]["val_fraction"] == 0.0 and params["model"]["encoder"] == preset_values["model"]["encoder"]
 
     stages = run(["dvc", "stage", "list", "--name-only"], repo).stdout.split()

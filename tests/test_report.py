@@ -46,6 +46,16 @@ def write_reduced(root: Path) -> None:
                 write(root / f"metrics/reduced/{method}-{fraction}-seed{seed}.json", cell)
 
 
+def write_long_tail(root: Path) -> None:
+    """Long-tailed cells at params.yaml's factors (10, 100), three seeds, both methods."""
+    for factor in (10, 100):
+        for method, top1 in (("supcon", 0.80), ("ce", 0.78)):
+            for seed in range(3):
+                cell = {"cell": f"{method}-{factor}-seed{seed}", "factor": factor, "method": method, "seed": seed, "test/top1": top1 - factor / 1000,
+                        "test/top1_per_class": [0.9] * 4 + [0.8] * 3 + [0.6] * 3, "train_per_class": [2700 // (1 + c) for c in range(10)]}  # fmt: skip
+                write(root / f"metrics/long_tail/{method}-{factor}-seed{seed}.json", cell)
+
+
 def write_sweeps(root: Path) -> None:
     trials = [{"params": {"temperature": t}, "objective": o} for t, o in ((0.5, 0.80), (0.05, 0.82), (0.1, 0.85))]
     newest = {"space": "temperature", "mlflow_run_id": "sweep-new", "date": "2025-02-01T10:00:00", "commit": "abc123", "trials": trials, "objective": "val/knn_top1", "best": {"params": {"temperature": 0.1}, "objective": 0.85}}
@@ -114,6 +124,7 @@ def test_report_with_every_input_gives_tables_verdicts_figures_and_one_mlflow_ru
     write(project / "metrics/seeds/0/robustness.json", robustness_run(95.0, 100.0))
     write_reduced(project)
     write(project / "metrics/reduced/ce-0.5-seed0.json", {"fraction": 0.5, "method": "ce", "seed": 0, "test/top1": 0.1})  # a fraction params no longer lists
+    write_long_tail(project)
     write_sweeps(project)
     write_plots(project)
 
@@ -152,7 +163,8 @@ def test_report_with_every_input_gives_tables_verdicts_figures_and_one_mlflow_ru
     assert "Baseline of CE and mCE: this pipeline's CE model (train_ce)" in summary and "| mCE (%; normalised by this pipeline's CE, not AlexNet) | 95.0 (n=1) | 100.0 (n=1) |" in summary
     assert "MLflow run sweep-new, 2025-02-01T10:00:00, commit abc123" in summary
     assert "not run yet" not in summary and "no sweep yet" not in summary
-    names = {"accuracy_vs_fraction", "robustness_by_severity", "robustness_degradation", "sweep", "training_curves"}
+    assert "| 100 | SupCon | 90.00 ± 0.00 (n=3) | 80.00 ± 0.00 (n=3) | 60.00 ± 0.00 (n=3) |" in summary  # head, middle, tail thirds
+    names = {"accuracy_vs_fraction", "accuracy_vs_imbalance", "robustness_by_severity", "robustness_degradation", "sweep", "training_curves"}
     for name in names:
         assert (project / f"reports/figures/{name}.png").read_bytes()[:4] == b"\x89PNG"
         assert f"(figures/{name}.png)" in summary
@@ -184,7 +196,7 @@ def test_report_reads_only_the_seeds_params_lists_and_says_what_was_not_run(proj
     assert "**held**" in claim_row(summary, "SupCon (linear eval) top-1 ≥ CE top-1")
     assert "paired SupCon − CE +10.00 [+10.00, +10.00] points (n=3, 95% t)" in claim_row(summary, "SupCon (linear eval) top-1 ≥ CE top-1")
     assert "epoch 10 of 30; epoch 11 of 30; epoch 12 of 30" in summary and "selected on val: epoch 5 of 6" in summary
-    for stage in ("reduced_data", "robustness", "pretrain_supcon", "train_ce", "linear_eval"):
+    for stage in ("reduced_data", "long_tail", "robustness", "pretrain_supcon", "train_ce", "linear_eval"):
         assert f"not run yet: `dvc repro {stage}`" in summary
     assert "no sweep yet: `python -m pipeline.sweep --space temperature`" in summary
     assert "values per seed from `metrics/seeds/<seed>/` (run.seeds: 0, 1, 2)" in summary

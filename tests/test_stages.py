@@ -44,6 +44,7 @@ def tiny_params(raw_root: Path, **sections: dict) -> dict:
         "ce": {"epochs": EPOCHS, "batch_size": 16, "optimizer": {"lr": 0.05, "scale_lr": False}},
         "linear": {"epochs": 2, "batch_size": 16, "augmentation": {"policy": "none"}, "optimizer": {"lr": 0.5}},
         "reduced": {"fractions": [0.5], "steps": 12, "min_epochs": 1},
+        "long_tail": {"factors": [4]},  # 16 train images a class: down to 4 in the tail
         "robustness": {"corruptions": ["gaussian_noise", "glass_blur", "fog"], "max_images": 20, "batch_size": 8},
     }  # fmt: skip
     project = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -196,7 +197,7 @@ def test_each_training_stage_is_one_mlflow_run_with_tags_params_curves_and_artif
     repo = project["repo"]
     client = mlflow_client(repo)
     runs = {r.data.tags["stage"]: r for r in all_runs(repo)}
-    assert sorted(runs) == sorted([*TRAINING_STAGES, "robustness", "reduced_data", "report"])
+    assert sorted(runs) == sorted([*TRAINING_STAGES, "robustness", "reduced_data", "long_tail", "report"])
     commit = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
     for name, method in TRAINING_STAGES.items():
         logged = runs[name]
@@ -446,7 +447,8 @@ def test_comparison_notebook_runs_on_the_pipeline_outputs(project):
     assert re.search(r"test/top1\s+0\.90*\s+0\.880*\s+0\.020*\s+-0\.00484\d*\s+0\.04484\d*\s+3", study_table), study_table
     assert "study of commit abcdef012345 (configs/study_fashion_mnist.yaml): 80 min on 2 x Test CPU" in outputs
     assert any("| top-1 | held |" in str(out.get("data", {}).get("text/markdown", "")) for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs)
-    assert sum(out.get("output_type") == "display_data" and "image/png" in out.get("data", {}) for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs) == 3  # no sweep
+    assert "accuracy vs imbalance factor: no long-tailed cells yet" not in outputs  # the long_tail cells ran
+    assert sum(out.get("output_type") == "display_data" and "image/png" in out.get("data", {}) for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs) == 4  # no sweep
 
 
 def test_a_code_change_trains_again_and_an_unchanged_rerun_reports_the_same_run(project):
@@ -618,8 +620,9 @@ def test_adding_a_fraction_or_a_seed_runs_only_the_new_cells(project):
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     status = json.loads(run(["dvc", "status", "--json"], folder).stdout or "{}")
     cells = [f"reduced_data@{f}-{m}-{s}" for f in ("0.5", "0.25") for m in ("supcon", "ce") for s in (0, 1) if (f, s) != ("0.5", 0)]
+    long_tail = [f"long_tail@4-{m}-1" for m in ("supcon", "ce")]  # the new seed's long-tail cells; seed 0's stay
     # the new seed's main comparison, and the two stages that summarise every seed and cell
-    assert sorted(status) == sorted([*cells, "pretrain_supcon@1", "train_ce@1", "linear_eval@1", "robustness@1", "compare", "report"])
+    assert sorted(status) == sorted([*cells, *long_tail, "pretrain_supcon@1", "train_ce@1", "linear_eval@1", "robustness@1", "compare", "report"])
 
 
 def test_the_main_comparison_runs_once_per_training_seed(project):

@@ -12,7 +12,7 @@ from pipeline.report.claims import Claim, claim_rows
 from pipeline.report.inputs import Folders, Inputs, read_inputs
 from pipeline.report.main_table import main_section
 from pipeline.report.markdown import label
-from pipeline.report.sections import claims_section, curves_section, reduced_section, robustness_section, sources_section, sweep_section
+from pipeline.report.sections import claims_section, curves_section, long_tail_section, reduced_section, robustness_section, sources_section, sweep_section
 
 __all__ = ["Claim", "Folders", "Inputs", "build", "read_inputs"]
 
@@ -29,6 +29,7 @@ def build(inputs: Inputs, *, dataset: str, encoder: str, views: int, compare_url
         claims_section(rows),
         main_section(inputs, dataset=dataset, encoder=encoder, views=views),
         reduced_section(inputs, dataset),
+        long_tail_section(inputs, dataset),
         robustness_section(inputs),
         sweep_section(inputs),
         curves_section(inputs),

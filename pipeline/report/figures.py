@@ -1,4 +1,5 @@
-"""The report's figures, from values already read: accuracy against labelled fraction, training
+"""The report's figures, from values already read: accuracy against labelled fraction and against
+imbalance factor, training
 curves of every stage on shared axes, a sweep's objective against its parameter, SupCon's minus
 CE's degradation per corruption. Robustness by severity is pipeline.figures.robustness_by_severity
 (the robustness stage's own figure).
@@ -24,15 +25,27 @@ def accuracy_vs_fraction(top1: Mapping[str, Mapping[float, Sequence[float]]], da
 
     top1: method -> fraction -> top-1 per seed (fractions in [0, 1]).
     """
+    return _accuracy_curves(top1, lambda f: f"{100 * f:g}%", xlabel="labelled fraction of the train split (log scale)", title=f"{dataset}: accuracy with reduced labels")
+
+
+def accuracy_vs_imbalance(top1: Mapping[str, Mapping[float, Sequence[float]]], dataset: str) -> Figure:
+    """Test top-1 (%) against imbalance factor n_max / n_min (log x), mean with std error bars over seeds.
+
+    top1: method -> factor -> top-1 per seed.
+    """
+    return _accuracy_curves(top1, lambda f: f"{f:g}", xlabel="imbalance factor n_max / n_min of the train split (log scale)", title=f"{dataset}: accuracy with long-tailed training data")
+
+
+def _accuracy_curves(top1: Mapping[str, Mapping[float, Sequence[float]]], tick, *, xlabel: str, title: str) -> Figure:
     figure, axis = plt.subplots(figsize=(5.5, 3.6))
-    for method, by_fraction in top1.items():
-        fractions = sorted(by_fraction)
-        stats = [mean_std(by_fraction[f]) for f in fractions]
-        axis.errorbar(fractions, [100 * m for m, _, _ in stats], yerr=[100 * s for _, s, _ in stats], marker="o", capsize=3, label=LABELS.get(method, method))
-    _log_ticks(axis, sorted({f for by_fraction in top1.values() for f in by_fraction}), lambda f: f"{100 * f:g}%")
-    axis.set_xlabel("labelled fraction of the train split (log scale)")
+    for method, by_x in top1.items():
+        xs = sorted(by_x)
+        stats = [mean_std(by_x[x]) for x in xs]
+        axis.errorbar(xs, [100 * m for m, _, _ in stats], yerr=[100 * s for _, s, _ in stats], marker="o", capsize=3, label=LABELS.get(method, method))
+    _log_ticks(axis, sorted({x for by_x in top1.values() for x in by_x}), tick)
+    axis.set_xlabel(xlabel)
     axis.set_ylabel("test top-1 (%), mean ± std")
-    axis.set_title(f"{dataset}: accuracy with reduced labels")
+    axis.set_title(title)
     axis.legend()
     figure.tight_layout()
     return figure

@@ -30,6 +30,8 @@ class Folders:
     """<reduced>/<cell>.json: one file per reduced-data cell."""
     sweeps: Path
     """<sweeps>/<name>/summary.json: one file per sweep."""
+    long_tail: Path | None = None
+    """<long_tail>/<cell>.json: one file per long-tailed-data cell; None: none read."""
 
     def metrics_file(self, stage: str, seed: int) -> Path:
         return self.seeds / str(seed) / f"{stage}.json"
@@ -80,6 +82,8 @@ class Inputs:
     """stage -> the CSV its curve was read from (the first seed's)."""
     layout: str = "values per seed"
     """Where the values per seed came from, as the Sources section says it."""
+    long_tail: list[dict] = field(default_factory=list)
+    """The long-tailed-data cells (metrics/long_tail/<cell>.json)."""
 
     @property
     def method(self) -> str:
@@ -100,13 +104,15 @@ def required(reader: Reader, folders: Folders, stage: str, seeds: list[int]) -> 
     return runs
 
 
-def read_inputs(folders: Folders, seeds: list[int], cells: set[str] | None = None) -> Inputs:
-    """The report's inputs from `folders` for training `seeds` (params' run.seeds) and the
-    reduced-data `cells` (names; None: every cell on disk). Raises UserError when a required file
-    is missing or a file lacks a key the report needs."""
+def read_inputs(folders: Folders, seeds: list[int], cells: set[str] | None = None, long_tail_cells: set[str] | None = None) -> Inputs:
+    """The report's inputs from `folders` for training `seeds` (params' run.seeds), the
+    reduced-data `cells` and the `long_tail_cells` (names; None: every cell on disk). Raises
+    UserError when a required file is missing or a file lacks a key the report needs."""
     reader = Reader()
     cell_files = [path for path in sorted(folders.reduced.glob("*.json")) if cells is None or path.stem in cells]
     cells_read = [reader.json(path, need=("fraction", "method", "seed", "test/top1")) for path in cell_files]
+    tail_files = [path for path in sorted(folders.long_tail.glob("*.json")) if long_tail_cells is None or path.stem in long_tail_cells] if folders.long_tail else []
+    tails_read = [reader.json(path, need=("factor", "method", "seed", "test/top1", "test/top1_per_class", "train_per_class")) for path in tail_files]
     sweeps = [(path, reader.json(path, need=("trials",))) for path in sorted(folders.sweeps.glob("*/summary.json"))]
     # Newest by the date the sweep recorded: file times change with every checkout or copy.
     sweeps.sort(key=lambda item: str(item[1].get("date", "")), reverse=True)
@@ -118,20 +124,21 @@ def read_inputs(folders: Folders, seeds: list[int], cells: set[str] | None = Non
     layout = f"values per seed from `{folders.seeds}/<seed>/` (run.seeds: {', '.join(map(str, seeds))})"
     return Inputs(
         supcon=supcon, ce=ce, pretrain=pretrain, robustness=robustness, reduced=cells_read, sweeps=sweeps, curves=curves,
-        sources=reader.sources, curve_files=curve_files, layout=layout,
+        sources=reader.sources, curve_files=curve_files, layout=layout, long_tail=tails_read,
     )  # fmt: skip
 
 
 # --- views of the files' contents, shared by the claims and the sections ------------------------
 
 
-def reduced_top1(cells: list[dict]) -> dict[str, dict[float, dict[int, float]]]:
+def reduced_top1(cells: list[dict], by: str = "fraction", value=lambda cell: cell["test/top1"]) -> dict[str, dict[float, dict[int, float]]]:
     """side -> fraction -> seed -> test top-1, from the reduced-data cells. Side "supcon" holds
-    the contrastive cells whatever their method (a cell records simclr when supcon.method says so)."""
+    the contrastive cells whatever their method (a cell records simclr when supcon.method says so).
+    by: the cells' matrix value (a long-tailed cell's "factor"); value: what to read of a cell."""
     top1: dict[str, dict[float, dict[int, float]]] = {"supcon": {}, "ce": {}}
     for cell in cells:
         side = "ce" if cell["method"] == "ce" else "supcon"
-        top1[side].setdefault(cell["fraction"], {})[cell["seed"]] = cell["test/top1"]
+        top1[side].setdefault(cell[by], {})[cell["seed"]] = value(cell)
     return top1
 
 

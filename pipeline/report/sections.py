@@ -10,6 +10,7 @@ from pipeline import figures
 from pipeline.report import figures as report_figures
 from pipeline.report.claims import REPORTED, Claim
 from pipeline.report.inputs import CURVE_STAGES, Inputs, best_value, contrastive_method, reduced_top1, swept_key
+from pipeline.report.long_tail_view import RULE, THIRDS, thirds_top1
 from pipeline.report.markdown import NO_SWEEP, Section, distinct, label, not_run, seeds_of, stat, table
 from pipeline.report.robustness_view import MODELS, Degradation, RelativeMCE, ScoredRun, degradations, per_seed, readable_runs, relative_mce, shared_corruptions, shared_severities
 from pipeline.report.verdicts import DID_NOT_HOLD, HELD, MIN_SEEDS, NOT_ENOUGH, mean_std
@@ -50,6 +51,41 @@ def reduced_section(inputs: Inputs, dataset: str) -> Section:
     header = ["labelled fraction", "train images", f"{name} top-1 (%)", "CE top-1 (%)", f"{name} − CE (points)", "budget (per training run)"]
     lines = [title, "", *table(header, rows), "", "![accuracy against labelled fraction](figures/accuracy_vs_fraction.png)"]
     return lines, {"accuracy_vs_fraction": figure}
+
+
+def long_tail_section(inputs: Inputs, dataset: str) -> Section:
+    """Test top-1 against imbalance factor (as the reduced section, by factor), then per-class
+    top-1 grouped into head, middle and tail thirds by train-class size (long_tail_view)."""
+    title = "## Long-tailed training data"
+    if not inputs.long_tail:
+        return [title, "", not_run("long_tail")], {}
+    cells, method = inputs.long_tail, contrastive_method(inputs.long_tail)
+    top1, name = reduced_top1(cells, by="factor"), label(method)
+    rows, third_rows = [], []
+    for factor in sorted({cell["factor"] for cell in cells}):
+        at = [cell for cell in cells if cell["factor"] == factor]
+        supcon, ce = (list(top1[m].get(factor, {}).values()) for m in ("supcon", "ce"))
+        difference = f"{100 * (mean_std(supcon)[0] - mean_std(ce)[0]):+.2f}" if supcon and ce else "—"
+        rows.append([f"{factor:g}", distinct(train_sizes(c["train_per_class"]) for c in at), *(stat(v, 100, 2) for v in (supcon, ce)), difference, budgets(at)])
+        for side, values in ((name, [c for c in at if c["method"] != "ce"]), ("CE", [c for c in at if c["method"] == "ce"])):
+            if values:
+                thirds = [thirds_top1(c) for c in values]
+                third_rows.append([f"{factor:g}", side, *(stat([t[g] for t in thirds if g in t], 100, 2) for g in THIRDS)])
+    curves = {method if side == "supcon" else side: {f: list(s.values()) for f, s in by.items()} for side, by in top1.items() if by}
+    intro = (
+        "Each cell trains on the main stages' train split made long-tailed at its imbalance factor n_max / n_min "
+        "(`data.imbalance`'s profile and class order); val and test stay balanced. Test top-1, mean ± std over seeds:"
+    )
+    header = ["imbalance factor", "train images (largest / smallest class)", f"{name} top-1 (%)", "CE top-1 (%)", f"{name} − CE (points)", "budget (per training run)"]
+    lines = [title, "", intro, "", *table(header, rows), "", "![accuracy against imbalance factor](figures/accuracy_vs_imbalance.png)"]
+    lines += ["", f"Per-class test top-1 by train-class size: {RULE}. Mean ± std over seeds:", ""]
+    lines += table(["imbalance factor", "method", "head top-1 (%)", "middle top-1 (%)", "tail top-1 (%)"], third_rows)
+    return lines, {"accuracy_vs_imbalance": report_figures.accuracy_vs_imbalance(curves, dataset)}
+
+
+def train_sizes(per_class: list[int]) -> str:
+    """'11,006 (2,700 / 270)': a cell's train images, its largest and smallest class."""
+    return f"{sum(per_class):,} ({max(per_class):,} / {min(per_class):,})"
 
 
 def budgets(cells: list[dict]) -> str:
