@@ -62,7 +62,7 @@ def test_every_stage_logged_one_finished_run_with_its_curves(served_project):
     repo = served_project["repo"]
     client, runs = all_runs(served_project["url"])
     staged = by_stage(runs)
-    assert sorted(staged) == sorted([*TRAINING_STAGES, "robustness", "reduced_data", "report", "sweep"])
+    assert sorted(staged) == sorted([*TRAINING_STAGES, "robustness", "reduced_data", "long_tail", "report", "sweep"])
     for name in (*TRAINING_STAGES, "robustness"):
         (logged,) = staged[name]
         assert logged.info.status == "FINISHED" and logged.info.run_id == metrics(repo, name)["mlflow_run_id"]
@@ -70,6 +70,7 @@ def test_every_stage_logged_one_finished_run_with_its_curves(served_project):
         history = client.get_metric_history(staged[name][0].info.run_id, "train/loss")
         assert sorted(m.step for m in history) == list(range(1, served_project["epochs"] + 1))
     assert [r.data.tags["method"] for r in staged["reduced_data"]] == ["ce"]  # the one cell of the tiny params
+    assert sorted(r.data.tags["method"] for r in staged["long_tail"]) == ["ce", "supcon"]  # params.yaml's one factor, both methods
     # The report ran three times: `make repro`, the sweep's refresh, and `dvc exp run` after it.
     assert len(staged["report"]) == 3 and {r.info.status for r in staged["report"]} == {"FINISHED"}
 

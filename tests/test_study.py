@@ -28,13 +28,16 @@ STEPS = ["preset", "overlay", "prepare", "sweep", "repro", "confirm", "report"]
 
 def miniature(raw: Path) -> dict:
     """Sizes only: one epoch, batch 16, 8 px, 2 steps per reduced cell and only its 10% fraction
-    (the 1% one runs the same code), 10 images per corruption cell, 2 sweep trials of 1 epoch."""
+    (the 1% one runs the same code), long-tail factor 10, 10 images per corruption cell, 2 sweep
+    trials of 1 epoch."""
     train = {"epochs": 1, "batch_size": 16, "optimizer": {"warmup_epochs": 1}}
     return {
         "run": {"device": "cpu", "threads": 1},
         "data": {"root": str(raw), "image_size": 8},
         "supcon": train, "ce": train, "linear": {"epochs": 1, "batch_size": 16},
         "reduced": {"steps": 2, "min_epochs": 1, "fractions": [0.1]},
+        # the fixture's classes hold 13 train images: factor 100 would empty the tail, 10 keeps it one
+        "long_tail": {"factors": [10]},
         "robustness": {"max_images": 10},
         "sweep": {"num_samples": 2, "epochs": 1},
     }  # fmt: skip
