@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DATASET_MARKER := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup repro test test-avx2 bench sweep study dataset mlflow-ui clean-venv
+.PHONY: setup repro test test-avx2 bench sweep study study-small-batch-long-tail dataset mlflow-ui clean-venv
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,13 @@ sweep: setup
 STUDY ?= configs/study_fashion_mnist.yaml
 study: setup
 	$(BIN)/python -m pipeline.study $(STUDY)
+
+# The second study (reports/study_small_batch_long_tail/, README "The second study"): three seeds of
+# the main comparison, the small-batch cells (batch 32, with and without a momentum-key queue) and
+# the long-tail cells, from a fresh clone of HEAD; no sweep. About 35 minutes on 2 cores.
+SMALL_BATCH_LONG_TAIL_STAGES := linear_eval train_ce long_tail small_batch
+study-small-batch-long-tail: setup
+	$(BIN)/python -m pipeline.study configs/study_small_batch_long_tail.yaml --only $(SMALL_BATCH_LONG_TAIL_STAGES) --out reports/study_small_batch_long_tail
 
 # Prints the address of the experiment's runs page, then serves MLflow's UI on 127.0.0.1:5000
 # (another port: make mlflow-ui MLFLOW_UI_PORT=5001).

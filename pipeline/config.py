@@ -382,6 +382,30 @@ class LongTailConfig:
 
 
 @dataclass(frozen=True)
+class SmallBatchConfig:
+    """Cells of the small_batch matrix (queue x equal x run.seeds): SupCon at a small batch, with
+    and without the momentum-key queue, beside the main stages' batch (supcon.batch_size)."""
+
+    batch_size: int = 32
+    """The small batch every cell trains at (per process, as supcon.batch_size)."""
+    queues: tuple[int, ...] = ()
+    """Queue sizes of the cells (supcon.memory.size; 0 = no queue; momentum from supcon.memory);
+    empty = no small-batch cell (the default run's budget has no room for them)."""
+    equal: tuple[Literal["steps", "epochs"], ...] = ("steps", "epochs")
+    """What a cell keeps equal to the main SupCon run: `steps`, the same optimizer steps and warm-up
+    steps (epochs scaled by batch_size / supcon.batch_size, rounded to whole epochs), or `epochs`,
+    the same epochs and warm-up epochs (as many images seen, more steps)."""
+
+    def validate(self, at: str) -> None:
+        require(self.batch_size >= 1, f"{at}.batch_size", self.batch_size, "an integer >= 1")
+        for i, size in enumerate(self.queues):
+            require(size >= 0, f"{at}.queues[{i}]", size, "an integer >= 0 (0 = no queue)")
+        require(len(set(self.queues)) == len(self.queues), f"{at}.queues", list(self.queues), "a list without repeats")
+        require(len(self.equal) >= 1, f"{at}.equal", list(self.equal), "a non-empty list of steps, epochs")
+        require(len(set(self.equal)) == len(self.equal), f"{at}.equal", list(self.equal), "a list without repeats")
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     num_samples: int = 8
     """Trials per sweep."""
@@ -426,6 +450,7 @@ class Params:
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     reduced: ReducedConfig = field(default_factory=ReducedConfig)
     long_tail: LongTailConfig = field(default_factory=LongTailConfig)
+    small_batch: SmallBatchConfig = field(default_factory=SmallBatchConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 

@@ -48,9 +48,19 @@ class Step:
     command: list[str]
 
 
-def steps(preset: str, confirm: int, overlay: Path | None = None) -> list[Step]:
+def steps(preset: str, confirm: int, overlay: Path | None = None, only: list[str] | None = None) -> list[Step]:
+    """The study's commands in order; `only`: these DVC stages (and what they depend on) instead of
+    the whole pipeline, and no sweep (a study of other claims than the temperature's)."""
     python = sys.executable
     sized = [Step("overlay", [python, "-m", "stages.preset", str(overlay)])] if overlay else []
+    if only:
+        return [
+            Step("preset", [python, "-m", "stages.preset", preset]),
+            *sized,
+            Step("prepare", ["dvc", "repro", "prepare"]),
+            Step("repro", ["dvc", "repro", *only]),
+            Step("report", ["dvc", "repro", "--single-item", "--force", "report"]),
+        ]
     return [
         Step("preset", [python, "-m", "stages.preset", preset]),
         *sized,
@@ -131,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     cli.add_argument("--confirm", type=int, default=1, help="the confirmation's K: the sweep's top K temperatures other than 0.1, and 0.1 (default 1)")
     cli.add_argument("--overlay", type=Path, default=None, help="a second preset applied after the study's, e.g. smaller sizes for a try-out (recorded in study.json; the committed study has none)")
     cli.add_argument("--workdir", type=Path, default=None, help="scratch folder for the clone (default: a new folder under /tmp)")
+    cli.add_argument("--only", nargs="+", default=None, metavar="STAGE", help="run these DVC stages (and their dependencies) instead of the whole pipeline, and no sweep; the report is built from what they wrote")
     args = cli.parse_args(argv)
     repo = Path.cwd()
     with exit_in_one_line(interrupted=f"interrupted; {args.out} is unchanged"):
@@ -145,10 +156,15 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError(f"--workdir {clone}: already exists; give a new folder")
         subprocess.run(["git", "clone", "--quiet", str(repo), str(clone)], check=True)
         started = datetime.now(timezone.utc)
-        plan = steps(args.preset, args.confirm, overlay)
+        if args.only:
+            known = set(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"])
+            unknown = [name for name in args.only if name.split("@")[0] not in known]
+            if unknown:
+                raise UserError(f"--only {unknown[0]}: not a stage of dvc.yaml (stages: {', '.join(sorted(known))})")
+        plan = steps(args.preset, args.confirm, overlay, args.only)
         seconds = run_steps(clone, plan, step_environment(repo, clone))
         record = {
-            "commit": commit, "preset": args.preset, "confirm_k": args.confirm, "overlay": overlay.read_text() if overlay else None,
+            "commit": commit, "preset": args.preset, "confirm_k": None if args.only else args.confirm, "only": args.only, "overlay": overlay.read_text() if overlay else None,
             "commands": {step.name: " ".join(["python" if part == sys.executable else part for part in step.command]) for step in plan},
             "step_seconds": seconds, "total_seconds": round(sum(seconds.values()), 1),
             "started": started.isoformat(timespec="seconds"), "machine": machine(),

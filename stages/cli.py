@@ -5,7 +5,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
@@ -26,6 +26,15 @@ def read_params(path: Path = paths.PARAMS) -> Params:
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
     return parse_params(raw)
+
+
+def require_listed(*checks: tuple[str, object, Sequence]) -> None:
+    """A matrix cell's values must be ones params.yaml lists (dvc.yaml renders its cells, and names
+    their outputs, from those lists): each check is (key, value, the listed values); the first value
+    not listed is one line naming its key."""
+    for key, value, allowed in checks:
+        if value not in allowed:
+            raise ConfigError(key, value, f"one of {list(allowed)} (the values params.yaml lists)")
 
 
 def run_stage(stage: Callable[[Params], object]) -> None:

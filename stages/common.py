@@ -114,6 +114,51 @@ class LongTailCell:
         return long_tailed_split(data.subset(params.data.train_fraction), params.data.imbalance, params.run.seed, factor=self.factor, key="long_tail.factors")
 
 
+@dataclass(frozen=True)
+class SmallBatchCell:
+    """A small-batch cell: its batch, queue size (0 = none), what it keeps equal to the main SupCon
+    run (steps or epochs; pipeline/small_batch.py) and its training seed. Always contrastive."""
+
+    batch_size: int
+    queue: int
+    equal: str
+    seed: int
+    method: ClassVar[str] = "supcon"
+    per_class: ClassVar[bool] = False
+
+    @property
+    def name(self) -> str:
+        return f"b{self.batch_size}-q{self.queue}-{self.equal}-seed{self.seed}"  # as dvc.yaml renders it
+
+    @property
+    def fields(self) -> dict:
+        return {"cell": self.name, "batch_size": self.batch_size, "queue": self.queue, "equal": self.equal, "seed": self.seed}
+
+    @property
+    def key(self) -> dict:
+        return {"cell": {"batch_size": self.batch_size, "queue": self.queue, "equal": self.equal, "seed": self.seed}}
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {"batch_size": str(self.batch_size), "queue": str(self.queue), "equal": self.equal, "cell": self.name}
+
+    @property
+    def folder(self) -> Path:
+        return paths.small_batch_dir(self.name)
+
+    @property
+    def output(self) -> str:
+        return f"small_batch/{self.name}"
+
+    def train_split(self, data: PreparedDataset, params: Params) -> Split:
+        """What the main stages train on: the comparison is with their SupCon run."""
+        return train_split(data, params)
+
+
+MatrixCell = Cell | LongTailCell | SmallBatchCell
+"""A cell of one of the matrix stages (reduced_data, long_tail, small_batch)."""
+
+
 def train_split(data: PreparedDataset, params: Params) -> Split:
     """The train split of the main stages: data.train_fraction's subset, long-tailed when
     data.imbalance.factor is set (pipeline/long_tail.py). Val and test are never subsampled."""
@@ -136,7 +181,7 @@ class StageJob:
     env: dict[str, str]
     output: str
     """metrics/<output>.json and plots/<output>.csv."""
-    cell: Cell | LongTailCell | None = None
+    cell: MatrixCell | None = None
 
     def train(self, **kwargs) -> Trained:
         """Train this stage's method on its train split (pipeline.training.train); kwargs: config, model_config, encoder."""
@@ -207,7 +252,7 @@ def training_stage(
     epochs: int,
     seed: int,
     inputs: dict[str, str] | None = None,
-    cell: Cell | LongTailCell | None = None,
+    cell: MatrixCell | None = None,
     key: dict | None = None,
     data: PreparedDataset | None = None,
 ) -> Iterator[StageJob]:
@@ -248,7 +293,7 @@ def load_data(params: Params) -> PreparedDataset:
     return load_prepared(paths.prepared(params.data.dataset), files_root=params.data.root, workers=params.data.loader_workers)
 
 
-def _checkpoint_path(model_dir: str, seed: int, cell: Cell | LongTailCell | None) -> Path:
+def _checkpoint_path(model_dir: str, seed: int, cell: MatrixCell | None) -> Path:
     folder = cell.folder / model_dir if cell else paths.model_dir(model_dir, seed)
     return folder / checkpoint.LAST
 

@@ -16,9 +16,8 @@ import sys
 from dataclasses import replace
 
 from pipeline.config import Params
-from pipeline.errors import ConfigError
 from stages import common
-from stages.cli import run_stage
+from stages.cli import require_listed, run_stage
 from stages.reduced_data import train_cell
 
 STAGE = "long_tail"
@@ -35,9 +34,7 @@ def run_cell(params: Params, requested: common.LongTailCell) -> None:
 def _listed(params: Params, cell: common.LongTailCell) -> common.LongTailCell:
     """The cell as params.yaml lists it (dvc.yaml's matrix names its outputs with those values):
     --factor 10.0 for a listed 10 is the cell named with 10."""
-    for key, value, allowed in (("long_tail.factors", cell.factor, params.long_tail.factors), ("long_tail.methods", cell.method, params.long_tail.methods), ("run.seeds", cell.seed, params.run.seeds)):
-        if value not in allowed:
-            raise ConfigError(key, value, f"one of {list(allowed)} (the values params.yaml lists)")
+    require_listed(("long_tail.factors", cell.factor, params.long_tail.factors), ("long_tail.methods", cell.method, params.long_tail.methods), ("run.seeds", cell.seed, params.run.seeds))
     return replace(cell, factor=next(f for f in params.long_tail.factors if f == cell.factor))
 
 

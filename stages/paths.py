@@ -40,6 +40,11 @@ def long_tail_dir(cell: str) -> Path:
     return MODELS / "long_tail" / cell
 
 
+def small_batch_dir(cell: str) -> Path:
+    """models/small_batch/<cell>: one folder per small-batch cell (its DVC output)."""
+    return MODELS / "small_batch" / cell
+
+
 def metrics_file(output: str) -> Path:
     """metrics/<output>.json; `output` is a stage name or a seeded/cell output name."""
     return METRICS / f"{output}.json"
@@ -64,6 +69,8 @@ REDUCED_METRICS = METRICS / "reduced"
 """metrics/reduced/<cell>.json: one file per reduced-data cell."""
 LONG_TAIL_METRICS = METRICS / "long_tail"
 """metrics/long_tail/<cell>.json: one file per long-tailed-data cell."""
+SMALL_BATCH_METRICS = METRICS / "small_batch"
+"""metrics/small_batch/<cell>.json: one file per small-batch cell."""
 SWEEPS = Path("sweeps")
 """sweeps/<name>/summary.json: one file per sweep."""
 SUMMARY = Path("reports/summary.md")

@@ -20,7 +20,9 @@ def pretrain(params: Params, seed: int) -> None:
     sections = ("data", "model", "supcon")
     with common.training_stage(params, stage=STAGE, trains="supcon", method=method, model_dir="supcon", sections=sections, epochs=params.supcon.epochs, seed=seed) as job:
         trained = job.train(config=params.supcon, model_config=params.model)
-        job.finish({"method": method}, trained.history)
+        # batch per process, views and queue: what the report sets a small-batch cell beside
+        spend = {"batch_size": params.supcon.batch_size, "views": params.supcon.views, "queue": params.supcon.memory.size}
+        job.finish({"method": method, **spend}, trained.history)
         if dist.is_main_process():
             job.run.log_artifact(job.context.checkpoint_path, "checkpoint")
 

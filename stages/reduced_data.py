@@ -18,12 +18,11 @@ import sys
 from dataclasses import replace
 
 from pipeline import dist, provenance, recipe
-from pipeline.config import ImbalanceConfig, Params
+from pipeline.config import ImbalanceConfig, LinearConfig, Params, SupConConfig
 from pipeline.data import PreparedDataset
-from pipeline.errors import ConfigError
 from pipeline.reduced import budgeted, spent
 from stages import common
-from stages.cli import run_stage
+from stages.cli import require_listed, run_stage
 
 STAGE = "reduced_data"
 BUDGET_KEYS = "reduced.steps and reduced.min_epochs"
@@ -36,7 +35,7 @@ def run_cell(params: Params, requested: common.Cell) -> None:
     train_cell(replace(params, data=replace(params.data, imbalance=ImbalanceConfig())), cell, stage=STAGE)
 
 
-def train_cell(params: Params, cell: common.Cell | common.LongTailCell, *, stage: str) -> None:
+def train_cell(params: Params, cell: common.MatrixCell, *, stage: str) -> None:
     """Train one matrix cell (a reduced-data or long-tailed one) on its train split, under the
     budget rule, and write its metrics; `stage` names its MLflow run."""
     # The process group first: the budget is per process, so it needs the real world size.
@@ -52,9 +51,7 @@ def train_cell(params: Params, cell: common.Cell | common.LongTailCell, *, stage
 def _listed(params: Params, cell: common.Cell) -> common.Cell:
     """The cell as params.yaml lists it (dvc.yaml's matrix renders its values from there, and
     names its outputs with them): --fraction 1.0 for a listed 1 is the cell named with 1."""
-    for key, value, allowed in (("reduced.fractions", cell.fraction, params.reduced.fractions), ("reduced.methods", cell.method, params.reduced.methods), ("run.seeds", cell.seed, params.run.seeds)):
-        if value not in allowed:
-            raise ConfigError(key, value, f"one of {list(allowed)} (the values params.yaml lists)")
+    require_listed(("reduced.fractions", cell.fraction, params.reduced.fractions), ("reduced.methods", cell.method, params.reduced.methods), ("run.seeds", cell.seed, params.run.seeds))
     return replace(cell, fraction=next(f for f in params.reduced.fractions if f == cell.fraction))
 
 
@@ -68,7 +65,7 @@ def _budget(params: Params, section: str, num_items: int, *, at_least: int = 0, 
     return config
 
 
-def _cross_entropy(params: Params, cell: common.Cell | common.LongTailCell, data: PreparedDataset, num_items: int, stage: str) -> None:
+def _cross_entropy(params: Params, cell: common.MatrixCell, data: PreparedDataset, num_items: int, stage: str) -> None:
     config = _budget(params, "ce", num_items)
     budget = {"budget": {"epochs": config.epochs, "batch_size": config.batch_size}}
     with common.training_stage(params, stage=stage, trains="ce", method="ce", model_dir="ce", sections=("data", "model", "ce"), epochs=config.epochs, seed=cell.seed, cell=cell, key=budget, data=data) as job:
@@ -79,12 +76,19 @@ def _cross_entropy(params: Params, cell: common.Cell | common.LongTailCell, data
             job.finish(_cell_fields(cell, done) | job.selected_epoch(), trained.history, test=job.score_test(trained.predictor, per_class=cell.per_class))
 
 
-def _supcon_and_probe(params: Params, cell: common.Cell | common.LongTailCell, data: PreparedDataset, num_items: int, stage: str) -> None:
-    # No kNN monitor in cells: at 1% a cell runs many short epochs, and the monitor is not a result.
-    pretrain = replace(_budget(params, "supcon", num_items), knn_every=0)
+def _supcon_and_probe(params: Params, cell: common.MatrixCell, data: PreparedDataset, num_items: int, stage: str) -> None:
+    pretrain = _budget(params, "supcon", num_items)
     # The probe is evaluation, not a method being compared: at least linear.epochs, as in linear_eval
     # (on precomputed features it costs seconds), and at least the budget rule's steps.
     probe = _budget(params, "linear", num_items, at_least=params.linear.epochs, epochs_from=f"{BUDGET_KEYS}, at least linear.epochs")
+    supcon_and_probe(params, cell, data, stage, pretrain=pretrain, probe=probe)
+
+
+def supcon_and_probe(params: Params, cell: common.MatrixCell, data: PreparedDataset, stage: str, *, pretrain: SupConConfig, probe: LinearConfig) -> None:
+    """Pretrain `pretrain` (params' supcon section, as the cell trains it: that is what keys the
+    run) on the cell's split, then its linear probe `probe`; score test once, write the metrics."""
+    # No kNN monitor in cells: at 1% a cell runs many short epochs, and the monitor is not a result.
+    pretrain = replace(pretrain, knn_every=0)
     sections = ("data", "model", "supcon")
     key = {"budget": {"epochs": pretrain.epochs, "batch_size": pretrain.batch_size}}
     with common.training_stage(params, stage=stage, trains="supcon", method=params.supcon.method, model_dir="supcon", sections=sections, epochs=pretrain.epochs, seed=cell.seed, cell=cell, key=key, data=data) as job:
@@ -109,7 +113,7 @@ def _training_seconds(history: list[dict[str, float]]) -> float:
     return sum(row["train/epoch_time_s"] for row in history)
 
 
-def _cell_fields(cell: common.Cell | common.LongTailCell, budget: dict) -> dict:
+def _cell_fields(cell: common.MatrixCell, budget: dict) -> dict:
     return cell.fields | {"budget": budget}
 
 

@@ -84,10 +84,24 @@ def test_the_default_plan_by_hand():
         ("features, test", 2, 0, (540 + 6_000 + 10_000) + (5_400 + 6_000 + 10_000)),
         ("reduced_data ce", 2, 205, 205 * 256),
         ("val each epoch, test", 2, 0, (50 * 6_000 + 10_000) + (5 * 6_000 + 10_000)),
+        # long_tail.factors [100] on 2,700 a class: floor(2,700 x 100^(-c/9)) keeps 2,700, 1,618, 970, 581, 348,
+        # 209, 125, 75, 45, 27 = 6,698 images -> 26 steps per epoch, ceil(100 / 26) = 4 epochs, 104 steps
+        ("long_tail supcon", 1, 104, 104 * 256),
+        ("its linear probe", 1, 30 * 26, 30 * 26 * 256),
+        ("features, test", 1, 0, 6_698 + 6_000 + 10_000),
+        ("long_tail ce", 1, 104, 104 * 256),
+        ("val each epoch, test", 1, 0, 4 * 6_000 + 10_000),
         ("corrupt (2 processes)", 1, 0, 15 * 5 * 1_000),
         ("robustness (2 models x 76 cells)", 1, 0, 2 * 76 * 1_000),  # both models, 75 cells and the clean images
     ]  # fmt: skip
     assert work[-2].processes == 2
+
+
+def test_the_small_batch_cells_by_hand():
+    sizes = HAND_SIZES | {"supcon": {"epochs": 8, "knn_every": 3}, "small_batch": {"batch_size": 32, "queues": [0, 2048], "equal": ["steps", "epochs"]}}
+    work = [row for row in rows_of(plan(params_of(sizes=sizes), from_published("fashion_mnist", None, 0.1), corruption_processes=2)) if row[0] == "small_batch supcon"]
+    # 27,000 images: 843 steps an epoch at batch 32; equal steps is 8 x 32 / 256 = 1 epoch, equal epochs 8
+    assert work == [("small_batch supcon", 4, 2 * (843 + 8 * 843), 2 * (843 + 8 * 843) * 32)]
 
 
 def test_the_cifar10_preset_plan_by_hand():
@@ -139,9 +153,9 @@ def test_predicted_seconds_are_images_times_cost_per_image_over_processes():
     assert seconds["kNN monitor (2 passes)"] == pytest.approx(66_000 * 1e-4)  # 6.6 s
     assert seconds["corrupt (2 processes)"] == pytest.approx(75_000 * 0.002 / 2 + 5.0)  # 80 s
     assert sum(predict(work, per_image)) == pytest.approx(
-        (161_280 + 52_480) * 0.001 + (161_280 + 52_480) * 0.0005 + (806_400 + 186_880) * 1e-6
-        + (66_000 + 46_000 + 43_000 + 37_940 + 350_000 + 152_000) * 1e-4 + 75_000 * 0.002 / 2
-    )  # fmt: skip
+        (161_280 + 52_480 + 26_624) * 0.001 + (161_280 + 52_480 + 26_624) * 0.0005 + (806_400 + 186_880 + 199_680) * 1e-6
+        + (66_000 + 46_000 + 43_000 + 37_940 + 350_000 + 22_698 + 34_000 + 152_000) * 1e-4 + 75_000 * 0.002 / 2
+    )  # fmt: skip  (the long-tail cells: 104 steps each method, a probe of 780 steps, as the hand plan)
 
 
 def fake_timer(per_step_fixed: float, per_image: float, calls: list):

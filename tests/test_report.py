@@ -155,7 +155,7 @@ def test_report_with_every_input_gives_tables_verdicts_figures_and_one_mlflow_ru
     assert "not test-set sampling" in summary
     # the widest test-set ± of the six accuracies: CE's 84.81 on 10,000 images, 2 sqrt(.8481 x .1519 / 10,000) = 0.72 points
     assert "test-set ±0.72 points (2 binomial SE, 10,000 images)" in claim_row(summary, "SupCon (linear eval) top-1 ≥ CE top-1")
-    assert "The table's 6 claims are judged at once with no multiple-comparison correction: at 95% each, up to about 0.05 × 6 = 0.3 false verdicts" in summary
+    assert "The table's 8 claims are judged at once with no multiple-comparison correction: at 95% each, up to about 0.05 × 8 = 0.4 false verdicts" in summary
     assert "reported, no claim" in claim_row(summary, "ECE by severity")
     assert "supcon: ≥ 100 steps, 20 epochs (probe 10), 25,600 images seen; ce: ≥ 100 steps, 20 epochs, 25,600 images seen" in summary
     assert "61.00 ± 1.00 (n=3)" in summary and "51.00 ± 1.00 (n=3)" in summary and "| +10.00 |" in summary

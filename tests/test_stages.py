@@ -448,6 +448,7 @@ def test_comparison_notebook_runs_on_the_pipeline_outputs(project):
     assert "study of commit abcdef012345 (configs/study_fashion_mnist.yaml): 80 min on 2 x Test CPU" in outputs
     assert any("| top-1 | held |" in str(out.get("data", {}).get("text/markdown", "")) for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs)
     assert "accuracy vs imbalance factor: no long-tailed cells yet" not in outputs  # the long_tail cells ran
+    assert "small batches: no small-batch cells; small_batch.queues lists none" in outputs  # the default lists none
     assert sum(out.get("output_type") == "display_data" and "image/png" in out.get("data", {}) for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs) == 4  # no sweep
 
 

@@ -92,10 +92,63 @@ def test_the_study_writes_its_report_and_every_input_from_the_committed_head(min
 
     summary = (out / "summary.md").read_text()
     claims = report_claims(out / "summary.md")
-    assert len(claims) == 3 + 1 + 1, claims  # top-1, the 10% cell, robustness, temperature, ECE
+    assert len(claims) == 3 + 1 + 1 + 2, claims  # top-1, the 10% cell, robustness, temperature, ECE, long tail at 10, the queue (no cell listed)
     assert not any("needed" in row for row in claims), claims  # three seed pairs: no claim lacks its interval
     for link in [line.split("](", 1)[1].rstrip(")") for line in summary.splitlines() if line.startswith("![")]:
         assert (out / link).is_file() and (out / link).stat().st_size > 0, link  # the figures travel with the summary
+
+
+# ---- the second study (configs/study_small_batch_long_tail.yaml): --only, no sweep ----
+
+SECOND = "configs/study_small_batch_long_tail.yaml"
+SECOND_ONLY = ["linear_eval", "train_ce", "long_tail", "small_batch"]
+
+
+def second_miniature(raw: Path) -> dict:
+    """Sizes only: one epoch, batch 16 (the small cells 8), 8 px, 2 steps per long-tail cell, only
+    factor 10 (the study's 5% of the fixture keeps 10 images a class: factor 100 would empty the tail)."""
+    train = {"epochs": 1, "batch_size": 16, "optimizer": {"warmup_epochs": 1}}
+    return {
+        "run": {"device": "cpu", "threads": 1},
+        "data": {"root": str(raw), "image_size": 8},
+        "supcon": train, "ce": train, "linear": {"epochs": 1, "batch_size": 16},
+        "reduced": {"steps": 2, "min_epochs": 1},
+        "long_tail": {"factors": [10]},
+        "small_batch": {"batch_size": 8},
+    }  # fmt: skip
+
+
+def test_the_second_studys_overlay_changes_only_sizes(tmp_path):
+    assert [key for key in sorted(leaf_keys(second_miniature(tmp_path))) if not allowed(key)] == []
+
+
+def test_the_second_study_runs_its_stages_and_judges_both_new_claims(tmp_path):
+    """About 2 minutes on 2 cores: 3 seeds x (main comparison, 2 long-tail cells, 4 small-batch cells)."""
+    write_fashion_mnist(tmp_path / "raw", train_per_class=240, test_per_class=4)
+    repo = new_project(tmp_path)
+    (tmp_path / "miniature.yaml").write_text(yaml.safe_dump(second_miniature(tmp_path / "raw")))
+    out = "reports/study_small_batch_long_tail"
+
+    done = study(repo, SECOND, "--only", *SECOND_ONLY, "--overlay", str(tmp_path / "miniature.yaml"), "--workdir", str(tmp_path / "clone"), "--out", out)
+
+    assert done.returncode == 0, f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
+    record = json.loads((repo / out / "study.json").read_text())
+    assert list(record["step_seconds"]) == ["preset", "overlay", "prepare", "repro", "report"] and record["only"] == SECOND_ONLY
+    assert record["commands"]["repro"] == "dvc repro " + " ".join(SECOND_ONLY)
+    assert not (repo / out / "metrics/seeds/0/robustness.json").exists() and not (repo / out / "metrics/reduced").exists()  # not asked for
+    cells = sorted(path.name for path in (repo / out / "metrics/small_batch").glob("*.json"))
+    assert cells == sorted(f"b8-q{q}-{e}-seed{s}.json" for q in (0, 2048) for e in ("steps", "epochs") for s in SEEDS)
+    claims = report_claims(repo / out / "summary.md")
+    new = [row for row in claims if "long tail" in row or "momentum-key queue" in row]
+    assert len(new) == 1 + 2, new  # factor 10; the queue at equal steps and at equal epochs
+    assert not any("needed" in row or "lists none" in row for row in new), new  # three seed pairs each
+    assert "| equal epochs | batch 8 + 2,048-key queue |" in (repo / out / "summary.md").read_text()
+
+
+def test_only_a_stage_dvc_yaml_lacks_is_one_line(tmp_path):
+    repo = committed_project(tmp_path)
+    done = study(repo, SECOND, "--only", "small_batches", timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--only small_batches: not a stage of dvc.yaml" in done.stderr, done.stderr
 
 
 def committed_project(tmp_path: Path) -> Path:

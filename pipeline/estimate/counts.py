@@ -55,9 +55,12 @@ class Counts:
 
     def labelled(self, fraction: float) -> int:
         """Train images in a nested labelled fraction (data.train_fraction, a reduced-data cell)."""
+        return sum(self.labelled_per_class(fraction))
+
+    def labelled_per_class(self, fraction: float) -> list[int]:
         if math.isclose(fraction, 1.0):
-            return sum(self.train)
-        return sum(max(1, round_half_up(fraction * n)) for n in self.train)
+            return list(self.train)
+        return [max(1, round_half_up(fraction * n)) for n in self.train]
 
     def corrupted(self, max_images: int | None) -> int:
         """Test images the corrupt stage keeps (a stratified subset of about max_images)."""

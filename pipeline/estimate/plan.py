@@ -3,8 +3,8 @@ measured costs: pure arithmetic on the params and the image counts (nothing is t
 
 Every training stage: run.seeds x epochs x (images // batch) steps of batch images each (one
 process: batches are per process, and the last partial batch is dropped). Reduced-data cells
-follow pipeline/reduced.py's budget rule (`budgeted`); a SupCon cell's probe trains at least
-linear.epochs. Besides training: the kNN monitor's embeddings, the val pass after every CE and
+and long-tailed cells follow pipeline/reduced.py's budget rule (`budgeted`); a SupCon cell's probe
+trains at least linear.epochs; small-batch cells train pipeline/small_batch.py's schedule. Besides training: the kNN monitor's embeddings, the val pass after every CE and
 probe epoch, the probe's features, test scoring, corruption generation and robustness scoring.
 Not counted: `prepare`, process start-up and MLflow logging, and the kNN search itself
 (a matrix product per pass, small beside the embeddings).
@@ -15,7 +15,9 @@ from dataclasses import dataclass, replace
 
 from pipeline.config import LinearConfig, Params, TrainingConfig
 from pipeline.estimate.counts import Counts
+from pipeline.imbalance import kept_per_rank
 from pipeline.reduced import budgeted
+from pipeline.small_batch import small_batch_config
 
 TRAINING_KINDS = ("supcon", "ce", "linear")
 """Kinds of work priced by timed training steps of that config section."""
@@ -47,7 +49,8 @@ class Work:
 
 def plan(params: Params, counts: Counts, *, corruption_processes: int) -> list[Work]:
     """Every row `dvc repro` computes with these params on datasets of these counts."""
-    return [*_main_comparison(params, counts), *_reduced(params, counts), *_robustness(params, counts, corruption_processes)]
+    cells = [*_reduced(params, counts), *_long_tail(params, counts), *_small_batch(params, counts)]
+    return [*_main_comparison(params, counts), *cells, *_robustness(params, counts, corruption_processes)]
 
 
 def predict(work: list[Work], per_image: Mapping[str, float], once: Mapping[str, float] | None = None) -> list[float]:
@@ -113,28 +116,61 @@ def _probe_label(config: LinearConfig, val: int) -> str:
 
 def _reduced(params: Params, counts: Counts) -> list[Work]:
     """The reduced_data matrix: fraction x method x seed, each under the budget rule."""
+    return _budgeted_cells("reduced_data", params, counts, [counts.labelled(fraction) for fraction in params.reduced.fractions], params.reduced.methods)
+
+
+def _long_tail(params: Params, counts: Counts) -> list[Work]:
+    """The long_tail matrix: factor x method x seed on the main split made long-tailed, under the
+    reduced cells' budget rule."""
+    per_class = counts.labelled_per_class(params.data.train_fraction)
+    profile = params.data.imbalance.profile
+    sizes = []
+    for factor in params.long_tail.factors:
+        kept = kept_per_rank(max(per_class), len(per_class), factor, profile) if factor <= max(per_class) else [1] * len(per_class)
+        sizes.append(sum(min(n, k) for n, k in zip(per_class, kept)))  # index order: class c at rank c
+    return _budgeted_cells("long_tail", params, counts, sizes, params.long_tail.methods)
+
+
+def _budgeted_cells(stage: str, params: Params, counts: Counts, sizes: list[int], methods) -> list[Work]:
+    """A matrix of cells of `sizes` train images x `methods` x seed, each under the budget rule."""
     seeds, val, test, reduced = len(params.run.seeds), counts.val, sum(counts.test), params.reduced
-    sizes = [counts.labelled(fraction) for fraction in reduced.fractions]
 
     def budget(config: TrainingConfig, n: int) -> TrainingConfig:
         return budgeted(config, num_items=n, steps=reduced.steps, min_epochs=reduced.min_epochs)
 
     rows = []
-    if "supcon" in reduced.methods:
+    if "supcon" in methods and sizes:
         pretrain = [(budget(params.supcon, n), n) for n in sizes]  # no kNN monitor in cells
         probes = [(_at_least(budget(params.linear, n), params.linear.epochs), n) for n in sizes]
         rows += [
-            _trained("reduced_data supcon", "supcon", seeds, pretrain),
+            _trained(f"{stage} supcon", "supcon", seeds, pretrain),
             _trained("  its linear probe", "linear", seeds, probes),
             _inference(_probe_label(params.linear, val), seeds * len(sizes), seeds * sum(probe_inference(c, n, val, test) for c, n in probes)),
         ]
-    if "ce" in reduced.methods:
+    if "ce" in methods and sizes:
         trained = [(budget(params.ce, n), n) for n in sizes]
         rows += [
-            _trained("reduced_data ce", "ce", seeds, trained),
+            _trained(f"{stage} ce", "ce", seeds, trained),
             _inference(_eval_label(val), seeds * len(sizes), seeds * sum(c.epochs * val + test for c, _ in trained)),
         ]
     return rows
+
+
+def _small_batch(params: Params, counts: Counts) -> list[Work]:
+    """The small_batch matrix: queue x equal x seed, SupCon at small_batch.batch_size for the main
+    run's steps or epochs, and the linear probe linear_eval trains. Priced per image as SupCon at its
+    own batch: a small batch's and a queue's extra cost per image is not (bench queue_step measures it)."""
+    config, seeds, val, test = params.small_batch, len(params.run.seeds), counts.val, sum(counts.test)
+    if not config.queues:
+        return []
+    n = counts.labelled(params.data.train_fraction)
+    pretrain = [(small_batch_config(params.supcon, batch_size=config.batch_size, queue=queue, equal=equal), n) for queue in config.queues for equal in config.equal]
+    probes = [(params.linear, n)] * len(pretrain)
+    return [
+        _trained("small_batch supcon", "supcon", seeds, pretrain),
+        _trained("  its linear probe", "linear", seeds, probes),
+        _inference(_probe_label(params.linear, val), seeds * len(probes), seeds * len(probes) * probe_inference(params.linear, n, val, test)),
+    ]
 
 
 def _at_least(config: TrainingConfig, epochs: int) -> TrainingConfig:

@@ -13,6 +13,7 @@ from pipeline.report.inputs import Folders, Inputs, read_inputs
 from pipeline.report.main_table import main_section
 from pipeline.report.markdown import label
 from pipeline.report.sections import claims_section, curves_section, long_tail_section, reduced_section, robustness_section, sources_section, sweep_section
+from pipeline.report.small_batch_view import claims_small_batch, small_batch_section
 
 __all__ = ["Claim", "Folders", "Inputs", "build", "read_inputs"]
 
@@ -24,12 +25,13 @@ def build(inputs: Inputs, *, dataset: str, encoder: str, views: int, compare_url
     pretrain_supcon.json that does not record them (params' supcon.views); compare_url: MLflow's
     compare page of the main comparison's runs, linked under Sources.
     """
-    rows = claim_rows(inputs)
+    rows = [*claim_rows(inputs), *claims_small_batch(inputs)]
     sections = [
         claims_section(rows),
         main_section(inputs, dataset=dataset, encoder=encoder, views=views),
         reduced_section(inputs, dataset),
         long_tail_section(inputs, dataset),
+        small_batch_section(inputs),
         robustness_section(inputs),
         sweep_section(inputs),
         curves_section(inputs),

@@ -32,6 +32,8 @@ class Folders:
     """<sweeps>/<name>/summary.json: one file per sweep."""
     long_tail: Path | None = None
     """<long_tail>/<cell>.json: one file per long-tailed-data cell; None: none read."""
+    small_batch: Path | None = None
+    """<small_batch>/<cell>.json: one file per small-batch cell; None: none read."""
 
     def metrics_file(self, stage: str, seed: int) -> Path:
         return self.seeds / str(seed) / f"{stage}.json"
@@ -84,6 +86,8 @@ class Inputs:
     """Where the values per seed came from, as the Sources section says it."""
     long_tail: list[dict] = field(default_factory=list)
     """The long-tailed-data cells (metrics/long_tail/<cell>.json)."""
+    small_batch: list[dict] = field(default_factory=list)
+    """The small-batch cells (metrics/small_batch/<cell>.json)."""
 
     @property
     def method(self) -> str:
@@ -104,15 +108,18 @@ def required(reader: Reader, folders: Folders, stage: str, seeds: list[int]) -> 
     return runs
 
 
-def read_inputs(folders: Folders, seeds: list[int], cells: set[str] | None = None, long_tail_cells: set[str] | None = None) -> Inputs:
+def read_inputs(
+    folders: Folders, seeds: list[int], cells: set[str] | None = None, long_tail_cells: set[str] | None = None, small_batch_cells: set[str] | None = None
+) -> Inputs:
     """The report's inputs from `folders` for training `seeds` (params' run.seeds), the
-    reduced-data `cells` and the `long_tail_cells` (names; None: every cell on disk). Raises
-    UserError when a required file is missing or a file lacks a key the report needs."""
+    reduced-data `cells`, the `long_tail_cells` and the `small_batch_cells` (names; None: every
+    cell on disk). Raises UserError when a required file is missing or a file lacks a key the
+    report needs."""
     reader = Reader()
     cell_files = [path for path in sorted(folders.reduced.glob("*.json")) if cells is None or path.stem in cells]
     cells_read = [reader.json(path, need=("fraction", "method", "seed", "test/top1")) for path in cell_files]
-    tail_files = [path for path in sorted(folders.long_tail.glob("*.json")) if long_tail_cells is None or path.stem in long_tail_cells] if folders.long_tail else []
-    tails_read = [reader.json(path, need=("factor", "method", "seed", "test/top1", "test/top1_per_class", "train_per_class")) for path in tail_files]
+    tails_read = [reader.json(path, need=("factor", "method", "seed", "test/top1", "test/top1_per_class", "train_per_class")) for path in _cell_files(folders.long_tail, long_tail_cells)]
+    small_read = [reader.json(path, need=("batch_size", "queue", "equal", "seed", "test/top1", "budget")) for path in _cell_files(folders.small_batch, small_batch_cells)]
     sweeps = [(path, reader.json(path, need=("trials",))) for path in sorted(folders.sweeps.glob("*/summary.json"))]
     # Newest by the date the sweep recorded: file times change with every checkout or copy.
     sweeps.sort(key=lambda item: str(item[1].get("date", "")), reverse=True)
@@ -124,8 +131,13 @@ def read_inputs(folders: Folders, seeds: list[int], cells: set[str] | None = Non
     layout = f"values per seed from `{folders.seeds}/<seed>/` (run.seeds: {', '.join(map(str, seeds))})"
     return Inputs(
         supcon=supcon, ce=ce, pretrain=pretrain, robustness=robustness, reduced=cells_read, sweeps=sweeps, curves=curves,
-        sources=reader.sources, curve_files=curve_files, layout=layout, long_tail=tails_read,
+        sources=reader.sources, curve_files=curve_files, layout=layout, long_tail=tails_read, small_batch=small_read,
     )  # fmt: skip
+
+
+def _cell_files(folder: Path | None, names: set[str] | None) -> list[Path]:
+    """<folder>/<cell>.json of the named cells (None: every one there); none without a folder."""
+    return [path for path in sorted(folder.glob("*.json")) if names is None or path.stem in names] if folder else []
 
 
 # --- views of the files' contents, shared by the claims and the sections ------------------------

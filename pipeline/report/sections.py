@@ -21,7 +21,7 @@ def claims_section(rows: list[Claim]) -> Section:
     judged = sum(row.verdict != REPORTED for row in rows)
     intro = (
         f"Each verdict is read from the 95% t-interval of the per-seed paired difference (SupCon minus CE, same training seed; "
-        "for temperature, each T minus T = 0.1 against a 0.5-point margin): "
+        "for temperature, each T minus T = 0.1 against a 0.5-point margin; for the queue, small batch with queue minus without): "
         f"**{HELD}** when it lies entirely on SupCon's side of 0, **{DID_NOT_HOLD}** when entirely on CE's side, **{NOT_ENOUGH}** "
         f"when it touches or crosses 0 or with fewer than {MIN_SEEDS} seed pairs; raw values are compared, never rounded ones. "
         "The interval covers training variance on this one test set, not test-set sampling: the test-set ± beside a top-1 "

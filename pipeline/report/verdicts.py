@@ -92,30 +92,35 @@ def unusable(differences: Mapping[int, float], min_pairs: int) -> str | None:
     return None
 
 
-def paired_verdict(supcon: Mapping[int, float], ce: Mapping[int, float], *, higher_is_better: bool, min_seeds: int = MIN_SEEDS) -> tuple[str, str, PairedInterval | None]:
+def paired_verdict(
+    supcon: Mapping[int, float], ce: Mapping[int, float], *, higher_is_better: bool, min_seeds: int = MIN_SEEDS, names: tuple[str, str] = ("SupCon", "CE")
+) -> tuple[str, str, PairedInterval | None]:
     """(verdict, reason, interval) for "SupCon is better than CE" on one metric (seed -> value).
 
     HELD when the interval of SupCon - CE lies entirely on SupCon's side of 0 (above for
     accuracies, below when lower is better), DID_NOT_HOLD when entirely on CE's side, NOT_ENOUGH
     when it touches or crosses 0, with fewer than `min_seeds` pairs or a non-finite value (then no
-    interval is returned). Seeds on one side only are named in the reason, never used.
+    interval is returned). Seeds on one side only are named in the reason, never used. `names`:
+    what the two sides are called in the reason, for a claim about another pair of arms (a
+    queue against none) judged by the same rule.
     """
     if min_seeds < 2:
         raise ValueError(f"min_seeds must be at least 2 for a t-interval, got {min_seeds}")
+    first, second = names
     differences = paired_differences(supcon, ce)
-    skipped = unpaired(supcon, ce, ("SupCon", "CE"))
+    skipped = unpaired(supcon, ce, names)
     problem = unusable(differences, min_seeds)
     if problem:
         return NOT_ENOUGH, problem + skipped, None
     interval = PairedInterval.of(list(differences.values()))
-    supcon_side, ce_side = (interval.low > 0, interval.high < 0) if higher_is_better else (interval.high < 0, interval.low > 0)
-    if supcon_side:
-        result, where = HELD, "entirely on SupCon's side of 0"
-    elif ce_side:
-        result, where = DID_NOT_HOLD, "entirely on CE's side of 0 (favours CE)"
+    first_side, second_side = (interval.low > 0, interval.high < 0) if higher_is_better else (interval.high < 0, interval.low > 0)
+    if first_side:
+        result, where = HELD, f"entirely on {first}'s side of 0"
+    elif second_side:
+        result, where = DID_NOT_HOLD, f"entirely on {second}'s side of 0 (favours {second})"
     else:
         result, where = NOT_ENOUGH, "touches or crosses 0"
-    return result, f"SupCon − CE: {interval.describe()} pairs ({INTERVAL}): {where}{skipped}", interval
+    return result, f"{first} − {second}: {interval.describe()} pairs ({INTERVAL}): {where}{skipped}", interval
 
 
 def verdict(supcon: Mapping[int, float], ce: Mapping[int, float], *, higher_is_better: bool, min_seeds: int = MIN_SEEDS) -> tuple[str, str]:
@@ -136,9 +141,11 @@ class Evidence:
     ce: Mapping[int, float]
     higher_is_better: bool = True
     """True for accuracy, False for errors such as mCE."""
+    names: tuple[str, str] = ("SupCon", "CE")
+    """The two sides as the reason names them (the first is the one the claim favours)."""
 
     def paired(self, min_seeds: int = MIN_SEEDS) -> tuple[str, str, PairedInterval | None]:
-        return paired_verdict(self.supcon, self.ce, higher_is_better=self.higher_is_better, min_seeds=min_seeds)
+        return paired_verdict(self.supcon, self.ce, higher_is_better=self.higher_is_better, min_seeds=min_seeds, names=self.names)
 
     def verdict(self, min_seeds: int = MIN_SEEDS) -> tuple[str, str]:
         return verdict(self.supcon, self.ce, higher_is_better=self.higher_is_better, min_seeds=min_seeds)
