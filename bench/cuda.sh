@@ -16,5 +16,5 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:$PWD/tests${PYTHONPATH:+:$PYTHONPATH}
   python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
 } 2>&1 | tee "$out/gpu.txt"
 timeout 240 python3 -m pytest -q -s -p no:cacheprovider tests/test_cuda_numerics.py 2>&1 | tee "$out/numerics.log"
-timeout 240 python3 -m bench --device cuda --quick --only loss memory_loss augment train_step decode --out "$out" 2>&1 | tee "$out/bench.log"
+timeout 240 python3 -m bench --device cuda --quick --only loss memory_loss queue_step augment train_step decode --out "$out" 2>&1 | tee "$out/bench.log"
 timeout 150 python3 -m bench.bench_train_step --device cuda --encoder resnet50 --image-size 32 --batch 512 --json "$out/train_step_resnet50.json" 2>&1 | tee "$out/train_step_resnet50.log"

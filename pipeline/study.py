@@ -4,13 +4,15 @@ A study answers the paper's claims with several training seeds. Its numbers must
 committed code and params alone (not from this checkout's models, caches or edits), so the runner:
 
 1. refuses a checkout whose tracked files differ from HEAD (they would not be in the study);
-2. clones HEAD into a scratch folder (`--workdir`), applies the study preset there
-   (`python -m stages.preset`), prepares the data (`dvc repro prepare`);
+2. clones HEAD into a scratch folder (`--workdir`), removes the committed results of the default
+   run there (metrics/, plots/, the report, sweeps/: only what the study runs is reported), applies
+   the study preset (`python -m stages.preset`), prepares the data (`dvc repro prepare`);
 3. runs the temperature sweep (`python -m pipeline.sweep --space temperature`), then the whole
    pipeline (`dvc repro`: every seed's main comparison, robustness, reduced-data cells, compare,
    report), then the sweep's confirmation (`--confirm K`: the top K temperatures besides 0.1, and 0.1,
    at full length with every seed; at 0.1 it takes the main comparison's runs) and the report again, so
-   that the temperature verdict has the seeds it needs;
+   that the temperature verdict has the seeds it needs; with `--only STAGE ...`, those DVC stages
+   (and what they depend on) and the report, no sweep: the stages left out are "not run" there;
 4. copies the report and every file it read into `--out` (reports/study by default), with
    study.json: the commit, the preset, the commands, each step's wall seconds, the machine.
 
@@ -38,6 +40,10 @@ from pipeline.errors import UserError
 from pipeline.one_line_exit import exit_in_one_line
 
 PROG = "python -m pipeline.study"
+COMMITTED_RESULTS = ("metrics", "plots", "reports/summary.md", "reports/figures", "sweeps")
+"""The default run's results as committed (the reference): removed from the clone before any step,
+so the study's report reads only what the study itself ran (with --only, a stage left out would
+otherwise show the default's numbers under the study's params)."""
 REPORTED = ("reports/summary.md", "reports/figures", "metrics", "plots", "sweeps/temperature/summary.json", "sweeps/temperature/confirm.json", "params.yaml", "dvc.lock")
 """What the study folder keeps: the report, every metrics file it read, and what made them."""
 
@@ -104,6 +110,15 @@ def step_environment(repo: Path, clone: Path) -> dict[str, str]:
     return env
 
 
+def clear_committed_results(clone: Path) -> None:
+    for relative in COMMITTED_RESULTS:
+        path = clone / relative
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def run_steps(clone: Path, plan: list[Step], env: dict[str, str]) -> dict[str, float]:
     seconds = {}
     for step in plan:
@@ -155,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         if clone.exists():
             raise UserError(f"--workdir {clone}: already exists; give a new folder")
         subprocess.run(["git", "clone", "--quiet", str(repo), str(clone)], check=True)
+        clear_committed_results(clone)
         started = datetime.now(timezone.utc)
         if args.only:
             known = set(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"])
