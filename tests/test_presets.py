@@ -238,7 +238,8 @@ def check_whole_run(preset: str, result: dict) -> str:
     status = run(["dvc", "status"], repo).stdout
     assert "up to date" in status, status
     claims = report_claims(repo / "reports/summary.md")
-    assert len(claims) == 3 + len(params["reduced"]["fractions"]) + 1, claims  # top-1, each fraction, mCE, temperature, ECE
+    # top-1, each fraction, mCE, temperature, ECE, each long-tail factor, and the queue's one row (no small-batch cell listed)
+    assert len(claims) == 3 + len(params["reduced"]["fractions"]) + 1 + len(params["long_tail"]["factors"]) + 1, claims
     robustness = result["robustness"]
     assert robustness["corruptions"] == list(COMMON_CORRUPTIONS) and robustness["severities"] == [1, 2, 3, 4, 5]
     assert robustness["source"] == (preset_values["robustness"].get("released") or "generated")

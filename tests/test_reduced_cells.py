@@ -133,7 +133,7 @@ def test_the_stage_and_the_report_name_cells_as_dvc_renders_them(prepared, monke
     named = {reduced_data._listed(params, reduced_data._parse(["--fraction", f, "--method", m, "--seed", "0"])).name for f in ("0.1", "1", "1.0") for m in ("supcon", "ce")}
     asked = []
 
-    def read_inputs(folders, seeds, cells, long_tail_cells=None):
+    def read_inputs(folders, seeds, cells, long_tail_cells=None, small_batch_cells=None):
         asked.append(cells)
         raise SystemExit  # the names are all this test needs
 
